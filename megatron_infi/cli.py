@@ -1,0 +1,62 @@
+"""`infi <stage> ...`: one console script that dispatches to each stage's own entry module.
+
+Every stage is also runnable as `python -m <module>`; this table is the only place that maps the
+user-facing command names to modules, so adding a stage is one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command words -> (module with a `main(argv)` function, one-line help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("train",): ("megatron_infi.train", "pretrain / anneal on megatron-core (run under torchrun)"),
+    ("demo",): ("megatron_infi.demo", "the whole pipeline at toy scale on CPU"),
+    ("data", "pretrain"): ("data_processing.pipelines.pretrain", "5-stage pretraining data pipeline"),
+    ("data", "train-recall"): ("data_processing.pipelines.train_recall", "train fastText recall classifiers"),
+    ("data", "sft-select"): ("data_processing.sft.select", "InfiAlign SFT data selection"),
+    ("data", "sft-synthesize"): ("data_processing.sft.synthesize", "InfiR SFT data synthesis"),
+    ("convert", "from-hf"): ("checkpoints_tools.from_hf", "Hugging Face -> megatron-core checkpoint"),
+    ("convert", "to-hf"): ("checkpoints_tools.to_hf", "megatron-core checkpoint -> Hugging Face"),
+    ("convert", "verify"): ("checkpoints_tools.verify", "logit parity of a checkpoint and an HF dir"),
+    ("sft",): ("megatron_infi.posttrain.sft", "two-phase SFT curriculum with TRL"),
+    ("dpo-pairs",): ("megatron_infi.posttrain.dpo_pairs", "DPO pairs from the SFT model's errors"),
+    ("dpo",): ("megatron_infi.posttrain.dpo", "DPO with TRL"),
+    ("eval",): ("megatron_infi.evaluation.run", "benchmarks -> results.json / results.md"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: infi <command> [args]  (each command takes --help)", "", "commands:"]
+    for words, (_, help_text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<22} {help_text}")
+    return "\n".join(lines)
+
+
+def resolve(argv: list[str]) -> tuple[str, list[str]] | None:
+    """Longest command-word match -> (module, remaining argv)."""
+    for n in (2, 1):
+        words = tuple(argv[:n])
+        if words in COMMANDS:
+            return COMMANDS[words][0], argv[n:]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    found = resolve(argv)
+    if found is None:
+        print(f"infi: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, rest = found
+    module = importlib.import_module(module_name)
+    result = module.main(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
