@@ -36,6 +36,7 @@ EXTRAS = {
         "scikit-learn>=1.4",
         "pyarrow>=15",
         "xxhash>=3",
+        "orjson>=3.9",  # datatrove's JSONL reader and writer import it without declaring it
     ],
     "post": [
         "trl>=1.10,<2",
