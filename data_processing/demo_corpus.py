@@ -10,7 +10,8 @@ known defects the pipeline must catch, recorded in `corpus.injected`:
 
 - near-duplicates: copies of web documents with a few words changed (MinHash must keep one of each pair);
 - exact duplicates: NarrativeQA repeats its passages once per question (kept as they come);
-- benchmark leaks: HumanEval prompts pasted into code files and MMLU questions into news articles;
+- benchmark leaks: HumanEval prompts pasted into code files and MMLU questions into encyclopedia passages;
+- bad code: an auto-generated module and CPython's deliberately non-compiling test inputs;
 - bad records: malformed JSON, non-UTF-8 bytes, a missing text field, empty and oversized texts.
 
 Also written: seed files for the recall classifier (`seeds/`), labelled files for the quality scorers
@@ -123,13 +124,6 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
             dup = {"id": f"{doc['id']}-near-dup", "text": _near_duplicate(doc["text"], donor, rng)}
             web.append(dup)
             injected["near_duplicates"].append([f"xsum/{doc['id']}", f"xsum/{dup['id']}"])
-        mmlu = [r for r in _rows("MMLU/test.jsonl") if len(r["question"].split()) >= 25]
-        victims = rng.sample(range(n["xsum"]), n["leaks"])
-        for k, i in enumerate(victims):
-            item = mmlu[k * 7]
-            web[i]["text"] += f"\n\nReaders' quiz: {item['question']}"
-            injected["leaks"].append({"document": f"xsum/{web[i]['id']}", "benchmark": "mmlu",
-                                      "question": item["question"]})
         rng.shuffle(web)
         half = len(web) // 2
         _jsonl(tmp / "web/xsum/part-0.jsonl", web[:half])
@@ -146,7 +140,14 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
         _jsonl(tmp / "web/narrativeqa/part-0.jsonl", narrative)
         # --- encyclopedia: BoolQ dev passages (Wikipedia), unique
         passages = list(dict.fromkeys(r["passage"] for r in _rows("BoolQ/dev.jsonl")))[: n["boolq"]]
-        _jsonl(tmp / "encyclopedia/boolq.jsonl", [{"id": f"boolq-{i}", "text": p} for i, p in enumerate(passages)])
+        encyclopedia = [{"id": f"boolq-{i}", "text": p} for i, p in enumerate(passages)]
+        mmlu = [r for r in _rows("MMLU/test.jsonl") if len(r["question"].split()) >= 25]
+        for k, i in enumerate(rng.sample(range(len(encyclopedia)), n["leaks"])):
+            item = mmlu[k * 7]
+            encyclopedia[i]["text"] += f"\n\nQuiz: {item['question']}"
+            injected["leaks"].append({"document": f"boolq/{encyclopedia[i]['id']}", "benchmark": "mmlu",
+                                      "question": item["question"]})
+        _jsonl(tmp / "encyclopedia/boolq.jsonl", encyclopedia)
         # --- maths: CHAMP problems with solutions and LaTeX-heavy model solutions
         champ, latex = _champ_documents(n["champ"])
         _jsonl(tmp / "math/champ.jsonl", champ + latex)
@@ -155,11 +156,14 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
         files = _stdlib_files(n["code"], skip=set())
         code = [{"id": str(p.relative_to(stdlib)), "text": p.read_text(encoding="utf-8", errors="replace"),
                  "path": str(p.relative_to(stdlib)), "language": "python"} for p in files]
-        for extra in ("token.py", "test/badsyntax_pep3120.py"):  # a generated file and a broken one
-            p = stdlib / extra
-            if p.is_file():
-                code.append({"id": extra, "text": p.read_text(encoding="utf-8", errors="replace"), "path": extra,
-                             "language": "python"})
+        # a generated file, and CPython's own deliberately broken test inputs (they do not compile)
+        extras = [stdlib / "token.py", *sorted(stdlib.glob("test/**/badsyntax_future1*.py"))[:1],
+                  *sorted(stdlib.glob("test/**/badsyntax_future3.py"))[:1]]
+        for path in extras:
+            rel = str(path.relative_to(stdlib))
+            code.append({"id": rel, "text": path.read_text(encoding="utf-8", errors="replace"), "path": rel,
+                         "language": "python"})
+            injected.setdefault("bad_code", []).append(f"stdlib/{rel}")
         with gzip.open(assets.humaneval_jsonl_gz(), "rt") as handle:
             humaneval = [json.loads(line) for line in handle]
         for k, i in enumerate(rng.sample(range(len(files)), n["leaks"])):

@@ -100,10 +100,16 @@ class CodeRulesConfig:
 
 @dataclass
 class MathAwareConfig:
-    """LaTeX-heavy documents are checked with relaxed text rules instead of being dropped for their symbols."""
+    """LaTeX-heavy documents are not dropped for their formulas: language ID sees their prose only (math
+    spans removed), the rule filters run with the relaxed arguments below (worked solutions restate the
+    same expressions, use few stop words, and many of their "words" are formulas)."""
 
     enabled: bool = True
     min_math_fraction: float = 0.04  # share of characters inside $...$, \\(...\\), \\[...\\] or LaTeX commands
+    gopher_repetition: dict[str, Any] = field(
+        default_factory=lambda: {"top_n_grams": [[2, 0.4], [3, 0.36], [4, 0.32]],
+                                 "dup_n_grams": [[5, 0.3], [6, 0.28], [7, 0.26], [8, 0.24], [9, 0.22], [10, 0.2]]}
+    )
     gopher_quality: dict[str, Any] = field(
         default_factory=lambda: {"max_symbol_word_ratio": None, "max_non_alpha_words_ratio": None,
                                  "min_avg_word_length": None, "max_avg_word_length": None}
@@ -144,8 +150,7 @@ class HeuristicStage:
                    "c4": C4QualityFilter, "fineweb": FineWebQualityFilter}
         for name, target in targets.items():
             _check_kwargs(name, getattr(self, name), target)
-            if name != "gopher_repetition":
-                _check_kwargs(f"math_aware.{name}", getattr(self.math_aware, name), target)
+            _check_kwargs(f"math_aware.{name}", getattr(self.math_aware, name), target)
 
 
 @dataclass
@@ -208,7 +213,7 @@ class CodeQualityConfig:
     domains: list[Domain] = field(default_factory=lambda: ["code"])
     min_comment_ratio: float = 0.0
     max_comment_ratio: float = 0.8
-    threshold: float = 0.75  # share of checks passed
+    threshold: float = 1.0  # share of checks that must pass
 
 
 @dataclass

@@ -68,7 +68,7 @@ def collect_funnel(layout: RunLayout) -> dict[str, dict[str, dict[str, int]]]:
 
 
 def _total(value) -> float:
-    return value.get("total", 0) if isinstance(value, dict) else value
+    return value.total if hasattr(value, "total") else value
 
 
 def collect_step_stats(layout: RunLayout, stage_groups: dict[str, dict[str, list[int]]]) -> dict:

@@ -81,16 +81,16 @@ def _heuristic_steps(cfg: PretrainDataConfig) -> list:
     if h.language_id.enabled:
         lid = LocalLanguageFilter(h.language_id.model_path or str(assets.langid_model()), h.language_id.languages,
                                   h.language_id.threshold)
-        steps.append(ScopedFilter(lid, h.language_id.domains))
     math = h.math_aware
+    if h.language_id.enabled:
+        steps.append(ScopedFilter(lid, h.language_id.domains, min_math_fraction=math.min_math_fraction,
+                                  strip_math=math.enabled))
     for key, cls in (("gopher_repetition", GopherRepetitionFilter), ("gopher_quality", GopherQualityFilter),
                      ("c4", C4QualityFilter), ("fineweb", FineWebQualityFilter)):
         kwargs = getattr(h, key)
         if kwargs is None:
             continue
-        variant = None
-        if math.enabled and key != "gopher_repetition":
-            variant = cls(**{**kwargs, **getattr(math, key)})
+        variant = cls(**{**kwargs, **getattr(math, key)}) if math.enabled else None
         steps.append(ScopedFilter(cls(**kwargs), h.text_domains, variant, math.min_math_fraction))
     if h.code.enabled:
         c = h.code
@@ -137,6 +137,7 @@ def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.hashing import HashConfig
 
     from data_processing.pipelines.finalize import FinalizeRun
     from data_processing.steps.decontaminate import DecontaminationFilter
@@ -165,8 +166,9 @@ def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     second.pipeline.append(filtered_reader())
     if cfg.dedup.enabled:
         d = cfg.dedup
+        # datatrove 0.10.1 hands str to xxhash, which xxhash 4 rejects: its sha1 shingle hash works with both
         mh = MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket,
-                           seed=d.seed)
+                           seed=d.seed, hash_config=HashConfig(precision=64, hash_fc="sha1"))
         sigs, buckets, clusters = (str(layout.minhash / x) for x in ("signatures", "buckets", "clusters"))
         stages += [
             Stage("minhash_signatures", [filtered_reader(), MinhashDedupSignature(sigs, config=mh)], tasks),

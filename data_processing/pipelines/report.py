@@ -17,8 +17,7 @@ def plot_funnel(funnel: dict[str, dict[str, dict[str, int]]], path: Path) -> Non
     import matplotlib.pyplot as plt
 
     stages = list(funnel)
-    domains = sorted({d for rows in funnel.values() for d in rows}, key=lambda d: list(funnel[stages[0]]).index(d)
-                     if d in funnel[stages[0]] else 99)
+    domains = list(dict.fromkeys(d for rows in funnel.values() for d in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("documents", "tokens"), strict=True):
         for domain in domains:
@@ -28,7 +27,7 @@ def plot_funnel(funnel: dict[str, dict[str, dict[str, int]]], path: Path) -> Non
         ax.set_yscale("symlog")
         ax.grid(alpha=0.3)
         ax.tick_params(axis="x", rotation=30)
-    axes[0].legend(title="domain")
+    axes[0].legend(title="domain", loc="lower left", fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

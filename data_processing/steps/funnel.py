@@ -33,7 +33,7 @@ class FunnelCounter(PipelineStepWithTokenizer):
                 stale = [d for d in batch if d.metadata.get("token_count_chars") != len(d.text)]
                 if stale:
                     with self.track_time(unit="batch"):
-                        encoded = self.tokenizer.encode_batch([d.text for d in stale])
+                        encoded = self.tokenizer.encode_batch([d.text for d in stale], add_special_tokens=False)
                     for doc, encoding in zip(stale, encoded, strict=True):
                         doc.metadata["token_count"] = len(encoding.ids)
                         doc.metadata["token_count_chars"] = len(doc.text)

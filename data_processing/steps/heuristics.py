@@ -39,15 +39,22 @@ def math_fraction(text: str) -> float:
     return (in_spans + commands) / len(text)
 
 
-class ScopedFilter(BaseFilter):
-    """Run a datatrove filter on some domains only; LaTeX-heavy documents get `math_variant` instead.
+def strip_math(text: str) -> str:
+    """The prose of a LaTeX-heavy text: math spans and LaTeX commands removed."""
+    return _LATEX_COMMAND.sub(" ", _MATH_SPAN.sub(" ", text))
 
-    Documents of other domains pass untouched. The reason a document is dropped is the wrapped
-    filter's own (e.g. `gopher_below_alpha_threshold`), so the stats keep datatrove's vocabulary.
+
+class ScopedFilter(BaseFilter):
+    """Run a datatrove filter on some domains only, with an exception for LaTeX-heavy documents.
+
+    Documents of other domains pass untouched. A LaTeX-heavy document goes to `math_variant` (a copy
+    of the filter with relaxed thresholds), or with `strip_math` the filter sees only its prose
+    (language ID and repetition rules judge the words, not the formulas). The reason a document is
+    dropped is the wrapped filter's own (e.g. `gopher_below_alpha_threshold`).
     """
 
     def __init__(self, inner: BaseFilter, domains: list[str], math_variant: BaseFilter | None = None,
-                 min_math_fraction: float = 0.04):
+                 min_math_fraction: float = 0.04, strip_math: bool = False):
         self.name = f"{inner.name} [{'/'.join(sorted(domains))}]"  # before super(): stats are named from it
         self.type = inner.type
         super().__init__()
@@ -55,14 +62,18 @@ class ScopedFilter(BaseFilter):
         self.domains = set(domains)
         self.math_variant = math_variant
         self.min_math_fraction = min_math_fraction
+        self.strip_math = strip_math
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         if doc.metadata.get("domain") not in self.domains:
             return True
-        if self.math_variant is not None and math_fraction(doc.text) >= self.min_math_fraction:
+        if (self.math_variant is not None or self.strip_math) and math_fraction(doc.text) >= self.min_math_fraction:
             doc.metadata["latex_heavy"] = True
-            self.stat_update("math_variant_used")
-            return self.math_variant.filter(doc)
+            self.stat_update("math_exception")
+            target = self.math_variant or self.inner
+            if self.strip_math:  # judged on a prose-only view; the document itself is not changed
+                return target.filter(Document(text=strip_math(doc.text), id=doc.id, metadata=doc.metadata))
+            return target.filter(doc)
         return self.inner.filter(doc)
 
 
@@ -80,6 +91,13 @@ class _LocalFT176(FT176LID):
 
             self._model = _FastText(self.model_path)
         return self._model
+
+    def predict(self, doc: Document) -> tuple[tuple[str, float], dict[str, float]]:
+        # datatrove's version calls `.item()` on the scores: fasttext-predict returns plain floats
+        langs, scores = self.model.predict(doc.text.replace("\n", " "), k=self.k)
+        pairs = {lang.split("__")[2]: float(score) for lang, score in zip(langs, scores, strict=True)}
+        best = max(pairs.items(), key=lambda kv: kv[1])
+        return best, ({lang: pairs.get(lang, 0.0) for lang in self.languages} if self.languages else pairs)
 
 
 class PredictOnlyFastTextMixin:

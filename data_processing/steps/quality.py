@@ -201,7 +201,7 @@ class CodeQualityFilter(BaseFilter):
     name = "🔬 Code static analysis"
 
     def __init__(self, domains: list[str], min_comment_ratio: float = 0.0, max_comment_ratio: float = 0.8,
-                 threshold: float = 0.75):
+                 threshold: float = 1.0):
         super().__init__()
         self.domains = set(domains)
         self.min_comment_ratio = min_comment_ratio

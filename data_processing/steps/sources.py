@@ -49,13 +49,18 @@ class Quarantine:
 
 
 class _ValidatingSource:
-    """Shared record checks; `self` is also a datatrove reader (for stat_update)."""
+    """Shared record checks; `self` is also a datatrove reader (for stat_update).
+
+    Subclasses call `_name_source` before the reader's __init__ (stats take the step name from it)."""
 
     source_name: str
     domain: str
     min_chars: int
     max_chars: int
     quarantine: Quarantine
+
+    def _name_source(self, kind: str, source_name: str) -> None:
+        self.name = f"📥 {source_name} ({kind})"
 
     def _init_source(self, source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields):
         self.source_name = source_name
@@ -100,11 +105,11 @@ class _ValidatingSource:
 class JsonlSource(_ValidatingSource, BaseDiskReader):
     """JSONL(.gz/.zst) files read line by line, so a broken line costs one record, not the file."""
 
-    name = "📥 JSONL source"
 
     def __init__(self, data_folder: DataFolderLike, source_name: str, domain: str, quarantine_dir: DataFolderLike,
                  text_key: str = "text", id_key: str = "id", glob_pattern: str | None = None, min_chars: int = 1,
                  max_chars: int = 2_000_000, metadata_fields=METADATA_FIELDS):
+        self._name_source("jsonl", source_name)
         super().__init__(data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern)
         self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
 
@@ -137,11 +142,11 @@ class JsonlSource(_ValidatingSource, BaseDiskReader):
 class ParquetSource(_ValidatingSource, BaseDiskReader):
     """Parquet files; the row number within the file stands for the line."""
 
-    name = "📥 Parquet source"
 
     def __init__(self, data_folder: DataFolderLike, source_name: str, domain: str, quarantine_dir: DataFolderLike,
                  text_key: str = "text", id_key: str = "id", glob_pattern: str | None = None, min_chars: int = 1,
                  max_chars: int = 2_000_000, metadata_fields=METADATA_FIELDS, batch_size: int = 1000):
+        self._name_source("parquet", source_name)
         super().__init__(data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern)
         self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
         self.batch_size = batch_size
@@ -169,11 +174,11 @@ class ParquetSource(_ValidatingSource, BaseDiskReader):
 class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
     """An HF dataset written with `Dataset.save_to_disk`, sharded by rows across tasks."""
 
-    name = "📥 HF-on-disk source"
 
     def __init__(self, dataset_path: str, source_name: str, domain: str, quarantine_dir: DataFolderLike,
                  text_key: str = "text", id_key: str = "id", min_chars: int = 1, max_chars: int = 2_000_000,
                  metadata_fields=METADATA_FIELDS):
+        self._name_source("hf_disk", source_name)
         super().__init__(dataset_path, text_key=text_key, id_key=id_key, load_from_disk=True)
         self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
 
