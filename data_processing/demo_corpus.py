@@ -35,7 +35,7 @@ from megatron_infi.utils import atomic_dir
 SIZES = {
     # web docs, narrativeqa rows, encyclopedia, maths problems, code files, near-dups, leaks per benchmark
     "demo": dict(xsum=500, narrative=60, exact_dups=15, boolq=500, champ=270, code=220, near_dups=25, leaks=6,
-                 seeds=300, labels=40),
+                 seeds=300, labels=30),
     "small": dict(xsum=70, narrative=12, exact_dups=4, boolq=50, champ=60, code=40, near_dups=6, leaks=3,
                   seeds=100, labels=16),
 }
@@ -71,7 +71,7 @@ def _champ_text(raw: str) -> str:
     return _CHAMP_MATH.sub(lambda m: f"${m.group(1)}$", raw)
 
 
-def _champ_documents(limit: int) -> tuple[list[dict], list[dict]]:
+def _champ_documents(limit: int, max_latex: int) -> tuple[list[dict], list[dict]]:
     """Problem + step solution + answer per problem, and model-written LaTeX solutions (PaLM 2 in CHAMP)."""
     problems = json.loads(assets.champ_json().read_text())["problems"]
     docs, latex = [], []
@@ -83,7 +83,7 @@ def _champ_documents(limit: int) -> tuple[list[dict], list[dict]]:
         for name, conv in sorted(p.get("conversations", {}).items()):
             if name.startswith("PaLM 2") and "0-Shot" in name:
                 reply = conv["messages"][2]["text"]
-                if reply.count("$") >= 10:
+                if reply.count("$") >= 10 and len(latex) < max_latex:
                     latex.append({"id": f"{key}-palm2", "text": f"{_champ_text(p['_raw_text'])}\n\n{reply}"})
     return docs, latex
 
@@ -149,7 +149,7 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
                                       "question": item["question"]})
         _jsonl(tmp / "encyclopedia/boolq.jsonl", encyclopedia)
         # --- maths: CHAMP problems with solutions and LaTeX-heavy model solutions
-        champ, latex = _champ_documents(n["champ"])
+        champ, latex = _champ_documents(n["champ"], max_latex=n["champ"] // 3)
         _jsonl(tmp / "math/champ.jsonl", champ + latex)
         # --- code: CPython stdlib files (+ HumanEval prompts pasted into some)
         stdlib = assets.stdlib_dir()

@@ -38,12 +38,20 @@ def resolve_encoder(name: str) -> Path:
     return path
 
 
-def load_encoder(name: str, max_seq_length: int):
-    from sentence_transformers import SentenceTransformer
+_ENCODERS: dict[tuple[str, int], object] = {}
 
-    encoder = SentenceTransformer(str(resolve_encoder(name)), device=encoder_device(), local_files_only=True)
-    encoder.max_seq_length = max_seq_length
-    return encoder
+
+def load_encoder(name: str, max_seq_length: int):
+    """Loaded once per process: the edu and maths scorers share MiniLM, and the local executor runs
+    its tasks one after another in the same process."""
+    key = (str(resolve_encoder(name)), max_seq_length)
+    if key not in _ENCODERS:
+        from sentence_transformers import SentenceTransformer
+
+        encoder = SentenceTransformer(key[0], device=encoder_device(), local_files_only=True)
+        encoder.max_seq_length = max_seq_length
+        _ENCODERS[key] = encoder
+    return _ENCODERS[key]
 
 
 def embed(encoder, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
