@@ -83,9 +83,9 @@ def build_llama3_tokenizer(out_dir: str | Path) -> Path:
     source = assets.llama3_tiktoken()
     source_sha = sha256_file(source)
     stamp = out_dir / "source.json"
-    if (out_dir / "tokenizer.json").exists() and stamp.exists():
-        if json.loads(stamp.read_text()).get("sha256") == source_sha:
-            return out_dir
+    built = (out_dir / "tokenizer.json").exists() and stamp.exists()
+    if built and json.loads(stamp.read_text()).get("sha256") == source_sha:
+        return out_dir
 
     specials = llama3_special_tokens()
     backend = TikTokenConverter(
