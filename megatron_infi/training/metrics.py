@@ -86,9 +86,9 @@ class MetricsLogger:
             record["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
             line += f" | MFU {100 * mfu:.1f}% | mem {record['peak_mem_gib']:.1f} GiB"
         log.info(line)
-        for key, value in record.items():
-            if key != "iteration" and value is not None:
-                if self.tb:
+        if self.tb:
+            for key, value in record.items():
+                if key != "iteration" and value is not None:
                     self.tb.add_scalar(f"train/{key}", value, iteration)
         if self.wandb:
             self.wandb.log({f"train/{k}": v for k, v in record.items() if k != "iteration"}, step=iteration)

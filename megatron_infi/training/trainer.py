@@ -3,6 +3,7 @@ DDP and distributed optimizer, exact resume, periodic validation, preemption-saf
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -152,10 +153,9 @@ class Trainer:
             self._stop_requested = True
 
         for sig in (signal.SIGTERM, signal.SIGUSR1):
-            try:
+            # ValueError off the main thread (e.g. a test runner thread): no handler there.
+            with contextlib.suppress(ValueError):
                 signal.signal(sig, request_stop)
-            except ValueError:  # not the main thread (e.g. inside a test runner thread)
-                pass
 
     # ---------------------------------------------------------------- steps
     def _iterators(self, dataset, consumed: int):
