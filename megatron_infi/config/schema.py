@@ -113,8 +113,12 @@ class DataConfig:
     cache_dir: str | None = None
     num_workers: int = 0
     eod_mask_loss: bool = False
+    # Random tokens instead of files (megatron-core's MockGPTDataset): throughput benchmarks only.
+    mock: bool = False
 
     def validate(self) -> None:
+        if self.mock:
+            return
         if not self.tokenizer:
             raise ConfigError("tokenizer", "is required (an HF tokenizer dir)")
         if not self.blend:
