@@ -5,7 +5,8 @@ import sys
 
 
 def main(path: str) -> None:
-    rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
+    with open(path) as handle:
+        rows = [json.loads(line) for line in handle if line.strip().startswith("{")]
     print("| config | tokens/s | MFU | peak GiB | step s |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
