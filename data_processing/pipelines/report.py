@@ -42,18 +42,39 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def render_markdown(manifest: dict) -> str:
-    out = ["# Pretraining data run", "", f"Created {manifest['created']}; tokenizer `{manifest['tokenizer']['path']}` "
-           f"(vocab {manifest['tokenizer']['vocab_size']}, EOD `{manifest['tokenizer']['eod_token']}`), "
-           f"dtype {manifest['dtype']}.", "", "## Output", ""]
-    out += _table(["domain", "files", "documents", "tokens (with EOD)"],
-                  [[d, f"{v['prefix']}.bin/.idx", v["documents"], v["tokens"]] for d, v in manifest["domains"].items()])
-    out += ["", f"Total: {manifest['documents']} documents, {manifest['tokens']} tokens.", "", "## Funnel", "",
-            "![funnel](funnel.png)", ""]
+    out = [
+        "# Pretraining data run",
+        "",
+        f"Created {manifest['created']}; tokenizer `{manifest['tokenizer']['path']}` "
+        f"(vocab {manifest['tokenizer']['vocab_size']}, EOD `{manifest['tokenizer']['eod_token']}`), "
+        f"dtype {manifest['dtype']}.",
+        "",
+        "## Output",
+        "",
+    ]
+    out += _table(
+        ["domain", "files", "documents", "tokens (with EOD)"],
+        [[d, f"{v['prefix']}.bin/.idx", v["documents"], v["tokens"]] for d, v in manifest["domains"].items()],
+    )
+    out += [
+        "",
+        f"Total: {manifest['documents']} documents, {manifest['tokens']} tokens.",
+        "",
+        "## Funnel",
+        "",
+        "![funnel](funnel.png)",
+        "",
+    ]
     funnel = manifest["funnel"]
     domains = list(next(iter(funnel.values()), {}))
-    out += _table(["stage"] + [f"{d} docs / tokens" for d in domains],
-                  [[stage] + [f"{rows.get(d, {}).get('documents', 0)} / {rows.get(d, {}).get('tokens', 0)}"
-                              for d in domains] for stage, rows in funnel.items()])
+    out += _table(
+        ["stage"] + [f"{d} docs / tokens" for d in domains],
+        [
+            [stage]
+            + [f"{rows.get(d, {}).get('documents', 0)} / {rows.get(d, {}).get('tokens', 0)}" for d in domains]
+            for stage, rows in funnel.items()
+        ],
+    )
     out += ["", "## Drops by step", ""]
     rows = []
     for stage, steps in manifest["stages"].items():
@@ -63,14 +84,24 @@ def render_markdown(manifest: dict) -> str:
     out += _table(["stage", "step", "in", "kept", "dropped", "reasons"], rows)
     if manifest["quarantined"]:
         out += ["", "## Quarantined records (see quarantine/<source>/)", ""]
-        out += _table(["source", "reasons"], [[s, ", ".join(f"{k}: {v}" for k, v in r.items())]
-                                             for s, r in manifest["quarantined"].items()])
+        out += _table(
+            ["source", "reasons"],
+            [[s, ", ".join(f"{k}: {v}" for k, v in r.items())] for s, r in manifest["quarantined"].items()],
+        )
     if manifest["decontamination"]:
-        out += ["", f"## Decontamination: {manifest['decontamination']['documents_dropped']} documents dropped "
-                "(decontamination_report.json)"]
+        out += [
+            "",
+            f"## Decontamination: {manifest['decontamination']['documents_dropped']} documents dropped "
+            "(decontamination_report.json)",
+        ]
     out += ["", "## Sources", ""]
-    out += _table(["name", "domain", "format", "files", "bytes", "path"],
-                  [[s["name"], s["domain"], s["format"], s["files"], s["bytes"], s["path"]] for s in manifest["sources"]])
+    out += _table(
+        ["name", "domain", "format", "files", "bytes", "path"],
+        [
+            [s["name"], s["domain"], s["format"], s["files"], s["bytes"], s["path"]]
+            for s in manifest["sources"]
+        ],
+    )
     return "\n".join(out) + "\n"
 
 

@@ -67,13 +67,24 @@ def load_labelled(files: list[LabelledFile], skipped: SkipCounter) -> tuple[list
 def train(cfg: TrainQualityConfig) -> dict:
     skipped = SkipCounter()
     texts, labels = load_labelled(cfg.data, skipped)
-    metrics = train_scorer(texts, labels, cfg.output, cfg.encoder, cfg.max_seq_length, cfg.heldout_fraction,
-                           cfg.alpha, cfg.seed, cfg.batch_size)
+    metrics = train_scorer(
+        texts,
+        labels,
+        cfg.output,
+        cfg.encoder,
+        cfg.max_seq_length,
+        cfg.heldout_fraction,
+        cfg.alpha,
+        cfg.seed,
+        cfg.batch_size,
+    )
     return {**metrics, "skipped_records": skipped.counts}
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(TrainQualityConfig, "train a quality scorer head on sentence embeddings", argv)
+    cfg, dry_run = parse_stage_config(
+        TrainQualityConfig, "train a quality scorer head on sentence embeddings", argv
+    )
     if dry_run:
         return 0
     try:
@@ -81,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"held-out MAE {metrics['heldout_mae']:.3f}, Spearman {metrics['heldout_spearman']}; wrote {cfg.output}")
+    print(
+        f"held-out MAE {metrics['heldout_mae']:.3f}, Spearman {metrics['heldout_spearman']}; wrote {cfg.output}"
+    )
     return 0
 
 

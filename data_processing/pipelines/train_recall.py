@@ -95,14 +95,24 @@ def evaluate(model_path: Path, rows: list[tuple[str, str]], labels: list[str], t
         scores.append({n.removeprefix("__label__"): float(p) for n, p in zip(names, probs, strict=True)})
     report = {}
     for label in labels:
-        tp = sum(1 for (_, truth), s in zip(rows, scores, strict=True) if truth == label and s[label] >= threshold)
-        fp = sum(1 for (_, truth), s in zip(rows, scores, strict=True) if truth != label and s[label] >= threshold)
-        fn = sum(1 for (_, truth), s in zip(rows, scores, strict=True) if truth == label and s[label] < threshold)
+        tp = sum(
+            1 for (_, truth), s in zip(rows, scores, strict=True) if truth == label and s[label] >= threshold
+        )
+        fp = sum(
+            1 for (_, truth), s in zip(rows, scores, strict=True) if truth != label and s[label] >= threshold
+        )
+        fn = sum(
+            1 for (_, truth), s in zip(rows, scores, strict=True) if truth == label and s[label] < threshold
+        )
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-                         "support": tp + fn}
+        report[label] = {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "support": tp + fn,
+        }
     return report
 
 
@@ -128,8 +138,9 @@ def train(cfg: TrainRecallConfig) -> dict:
     tr, te = split([(t, NEGATIVE_LABEL) for t in negatives], cfg.heldout_fraction, rng)
     train_rows += tr
     test_rows += te
-    model = train_supervised([t for t, _ in train_rows], [[lab] for _, lab in train_rows], cfg.fasttext,
-                             progress=True)
+    model = train_supervised(
+        [t for t, _ in train_rows], [[lab] for _, lab in train_rows], cfg.fasttext, progress=True
+    )
     out = Path(cfg.output)
     model.save(out)
     metrics = {
@@ -156,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for label, row in metrics["heldout"].items():
-        print(f"{label:>10}: precision {row['precision']:.3f}  recall {row['recall']:.3f}  (n={row['support']})")
+        print(
+            f"{label:>10}: precision {row['precision']:.3f}  recall {row['recall']:.3f}  (n={row['support']})"
+        )
     print(f"wrote {cfg.output}")
     return 0
 

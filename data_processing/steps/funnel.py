@@ -18,8 +18,13 @@ from datatrove.utils.tokenization import PipelineStepWithTokenizer
 class FunnelCounter(PipelineStepWithTokenizer):
     type = "📊 - STATS"
 
-    def __init__(self, stage: str, output_folder: DataFolderLike, tokenizer_path: str | None = None,
-                 batch_size: int = 1000):
+    def __init__(
+        self,
+        stage: str,
+        output_folder: DataFolderLike,
+        tokenizer_path: str | None = None,
+        batch_size: int = 1000,
+    ):
         self.name = f"funnel after {stage}"
         super().__init__(tokenizer_path)
         self.stage = stage
@@ -33,7 +38,9 @@ class FunnelCounter(PipelineStepWithTokenizer):
                 stale = [d for d in batch if d.metadata.get("token_count_chars") != len(d.text)]
                 if stale:
                     with self.track_time(unit="batch"):
-                        encoded = self.tokenizer.encode_batch([d.text for d in stale], add_special_tokens=False)
+                        encoded = self.tokenizer.encode_batch(
+                            [d.text for d in stale], add_special_tokens=False
+                        )
                     for doc, encoding in zip(stale, encoded, strict=True):
                         doc.metadata["token_count"] = len(encoding.ids)
                         doc.metadata["token_count_chars"] = len(doc.text)

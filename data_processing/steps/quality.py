@@ -55,8 +55,13 @@ def load_encoder(name: str, max_seq_length: int):
 
 
 def embed(encoder, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-    return encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                          show_progress_bar=progress, convert_to_numpy=True)
+    return encoder.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+    )
 
 
 class EmbeddingScorer:
@@ -84,9 +89,18 @@ class EmbeddingScorer:
         return self.score_embeddings(embed(self.encoder, texts, batch_size))
 
 
-def train_scorer(texts: list[str], labels: list[float], out_path: str | Path, encoder: str = DEFAULT_ENCODER,
-                 max_seq_length: int = 256, heldout_fraction: float = 0.2, alpha: float = 1.0, seed: int = 0,
-                 batch_size: int = 32, progress: bool = True) -> dict:
+def train_scorer(
+    texts: list[str],
+    labels: list[float],
+    out_path: str | Path,
+    encoder: str = DEFAULT_ENCODER,
+    max_seq_length: int = 256,
+    heldout_fraction: float = 0.2,
+    alpha: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict:
     """Fit a ridge head on embeddings, report held-out metrics, write the head JSON atomically."""
     from scipy.stats import spearmanr
     from sklearn.linear_model import Ridge
@@ -111,22 +125,27 @@ def train_scorer(texts: list[str], labels: list[float], out_path: str | Path, en
         "heldout_spearman": None if np.isnan(rho) else float(rho),
     }
     final = Ridge(alpha=alpha).fit(x, y)  # the shipped head sees every labelled example
-    atomic_write_json(out_path, {
-        "kind": "embedding-ridge",
-        "encoder": encoder,
-        "max_seq_length": max_seq_length,
-        "coef": [float(c) for c in final.coef_],
-        "intercept": float(final.intercept_),
-        "label_range": [low, high],
-        "metrics": metrics,
-    })
+    atomic_write_json(
+        out_path,
+        {
+            "kind": "embedding-ridge",
+            "encoder": encoder,
+            "max_seq_length": max_seq_length,
+            "coef": [float(c) for c in final.coef_],
+            "intercept": float(final.intercept_),
+            "label_range": [low, high],
+            "metrics": metrics,
+        },
+    )
     return metrics
 
 
 class EmbeddingScoreFilter(BaseFilter):
     """Scores documents of some domains in batches, writes `metadata[score_key]`, drops those below threshold."""
 
-    def __init__(self, model_path: str, score_key: str, domains: list[str], threshold: float, batch_size: int = 32):
+    def __init__(
+        self, model_path: str, score_key: str, domains: list[str], threshold: float, batch_size: int = 32
+    ):
         self.name = f"📐 {score_key} scorer"
         super().__init__(batch_size=batch_size)
         if not Path(model_path).is_file():
@@ -169,9 +188,8 @@ def brackets_balanced(code: str) -> bool:
     for ch in code:
         if ch in "([{":
             stack.append(ch)
-        elif ch in _PAIRS:
-            if not stack or stack.pop() != _PAIRS[ch]:
-                return False
+        elif ch in _PAIRS and (not stack or stack.pop() != _PAIRS[ch]):
+            return False
     return not stack
 
 
@@ -208,8 +226,13 @@ def code_checks(code: str, language: str | None, min_comment_ratio: float, max_c
 class CodeQualityFilter(BaseFilter):
     name = "🔬 Code static analysis"
 
-    def __init__(self, domains: list[str], min_comment_ratio: float = 0.0, max_comment_ratio: float = 0.8,
-                 threshold: float = 1.0):
+    def __init__(
+        self,
+        domains: list[str],
+        min_comment_ratio: float = 0.0,
+        max_comment_ratio: float = 0.8,
+        threshold: float = 1.0,
+    ):
         super().__init__()
         self.domains = set(domains)
         self.min_comment_ratio = min_comment_ratio
@@ -219,7 +242,9 @@ class CodeQualityFilter(BaseFilter):
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         if doc.metadata.get("domain") not in self.domains:
             return True
-        result = code_checks(doc.text, doc.metadata.get("language"), self.min_comment_ratio, self.max_comment_ratio)
+        result = code_checks(
+            doc.text, doc.metadata.get("language"), self.min_comment_ratio, self.max_comment_ratio
+        )
         checks = result["checks"]
         score = sum(checks.values()) / len(checks)
         doc.metadata["code_quality"] = round(score, 4)

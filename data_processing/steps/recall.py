@@ -24,8 +24,13 @@ class RecallFilter(PredictOnlyFastTextMixin, FastTextClassifierFilter):
     def __init__(self, model_path: str, thresholds: dict[str, float], domains: list[str]):
         if not Path(model_path).is_file():
             raise FileNotFoundError(f"recall model not found: {model_path}")
-        super().__init__(model_url=model_path, keep_labels=list(thresholds.items()), save_labels_in_metadata=True,
-                         newline_replacement=" ", filter_mode=SPLIT_TEXT_DOCUMENTS)
+        super().__init__(
+            model_url=model_path,
+            keep_labels=list(thresholds.items()),
+            save_labels_in_metadata=True,
+            newline_replacement=" ",
+            filter_mode=SPLIT_TEXT_DOCUMENTS,
+        )
         self.domains = set(domains)
 
     @property
@@ -40,7 +45,9 @@ class RecallFilter(PredictOnlyFastTextMixin, FastTextClassifierFilter):
             available = {label.removeprefix(LABEL_PREFIX) for label in labels}
             missing = sorted({label for label, _ in self.keep_labels} - available)
             if missing:
-                raise ValueError(f"{self.model_url}: no label(s) {missing} (model labels: {sorted(available)})")
+                raise ValueError(
+                    f"{self.model_url}: no label(s) {missing} (model labels: {sorted(available)})"
+                )
         return self._model
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

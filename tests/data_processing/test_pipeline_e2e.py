@@ -91,8 +91,12 @@ def test_injected_benchmark_items_are_removed_and_reported(small_run):
     corpus, manifest_path = small_run
     root = manifest_path.parent
     report = json.loads((root / "decontamination_report.json").read_text())
-    survivors = {d["id"] for domain in ("web", "encyclopedia", "math", "code") for d in _final_docs(root, domain)}
-    reported = {d["document"]: {(m["benchmark"], m["item_id"]) for m in d["matches"]} for d in report["documents"]}
+    survivors = {
+        d["id"] for domain in ("web", "encyclopedia", "math", "code") for d in _final_docs(root, domain)
+    }
+    reported = {
+        d["document"]: {(m["benchmark"], m["item_id"]) for m in d["matches"]} for d in report["documents"]
+    }
     leaks = corpus.injected["leaks"]
     assert leaks and all(leak["document"] not in survivors for leak in leaks)
     mmlu = [leak for leak in leaks if leak["benchmark"] == "mmlu"]
@@ -108,7 +112,11 @@ def test_injected_benchmark_items_are_removed_and_reported(small_run):
 def test_bad_records_are_quarantined_and_counted(small_run):
     corpus, manifest_path = small_run
     root = manifest_path.parent
-    records = [json.loads(line) for path in (root / "quarantine").rglob("*.jsonl") for line in path.read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for path in (root / "quarantine").rglob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
     assert sorted(r["reason"] for r in records) == sorted(corpus.injected["bad_records"])
     assert all(r["source"] == "bad" and r["file"] == "part-0.jsonl" and r["line"] >= 1 for r in records)
     assert json.loads(manifest_path.read_text())["quarantined"]["bad"] == {r["reason"]: 1 for r in records}
@@ -120,8 +128,13 @@ def _outputs(root: Path) -> dict:
     manifest = json.loads((root / "manifest.json").read_text())
     files = {p.name: p.read_bytes() for p in sorted(root.glob("*.bin")) + sorted(root.glob("*.idx"))}
     report = json.loads((root / "decontamination_report.json").read_text())
-    return {"files": files, "funnel": manifest["funnel"], "stages": manifest["stages"],
-            "quarantined": manifest["quarantined"], "contaminated": [d["document"] for d in report["documents"]]}
+    return {
+        "files": files,
+        "funnel": manifest["funnel"],
+        "stages": manifest["stages"],
+        "quarantined": manifest["quarantined"],
+        "contaminated": [d["document"] for d in report["documents"]],
+    }
 
 
 def test_rerun_is_a_no_op_and_killed_run_resumes_to_identical_output(small_run, tmp_path):
@@ -137,8 +150,9 @@ def test_rerun_is_a_no_op_and_killed_run_resumes_to_identical_output(small_run, 
 
     out = tmp_path / "resumed"
     run = command + [f"output_dir={out}"]
-    proc = subprocess.Popen(run, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        run, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     marker = out / "logs/score/completions/00000"
     deadline = time.monotonic() + 240
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -22,7 +22,9 @@ def config_file(tmp_path, llama3_tokenizer_dir):
     data = {
         "output_dir": str(tmp_path / "out"),
         "sources": [{"name": "web", "path": str(source), "domain": "web"}],
-        "decontamination": {"benchmarks": [{"path": str(assets.humaneval_jsonl_gz()), "text_fields": ["prompt"]}]},
+        "decontamination": {
+            "benchmarks": [{"path": str(assets.humaneval_jsonl_gz()), "text_fields": ["prompt"]}]
+        },
         "tokenize": {"tokenizer": str(llama3_tokenizer_dir)},
         "executor": {"tasks": 3},
     }
@@ -35,8 +37,14 @@ def test_dry_run_prints_config_and_stages(config_file, capsys):
     assert pretrain.main(["--config", str(config_file), "--dry-run", "dedup.num_buckets=4"]) == 0
     out = capsys.readouterr().out
     assert "num_buckets: 4" in out
-    for stage in ("filter (tasks=3)", "minhash_signatures (tasks=3)", "minhash_buckets (tasks=4)",
-                  "minhash_clusters (tasks=1)", "score (tasks=3)", "finalize (tasks=1)"):
+    for stage in (
+        "filter (tasks=3)",
+        "minhash_signatures (tasks=3)",
+        "minhash_buckets (tasks=4)",
+        "minhash_clusters (tasks=1)",
+        "score (tasks=3)",
+        "finalize (tasks=1)",
+    ):
         assert stage in out
     assert "Gopher Quality" in out and "Megatron tokenizer" in out
     assert not (config_file.parent / "out").exists()  # a dry run writes nothing
@@ -71,9 +79,18 @@ def test_missing_source_path_is_named(config_file, capsys):
 
 
 def test_slurm_executor_chain_is_built_without_submitting(config_file, tmp_path):
-    cfg = load_config(PretrainDataConfig, config_file, [
-        "executor.kind=slurm", "executor.slurm.partition=cpu", "executor.slurm.time=02:00:00",
-        "executor.slurm.cpus_per_task=4", "executor.workers=8", "executor.slurm.venv_path=/opt/venv/bin/activate"])
+    cfg = load_config(
+        PretrainDataConfig,
+        config_file,
+        [
+            "executor.kind=slurm",
+            "executor.slurm.partition=cpu",
+            "executor.slurm.time=02:00:00",
+            "executor.slurm.cpus_per_task=4",
+            "executor.workers=8",
+            "executor.slurm.venv_path=/opt/venv/bin/activate",
+        ],
+    )
     stages = pretrain.build_stages(cfg)
     executors = pretrain.make_executors(cfg, stages)
     from datatrove.executor import SlurmPipelineExecutor

