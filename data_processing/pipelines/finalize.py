@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 from collections import defaultdict
 from importlib.metadata import version
 from pathlib import Path
@@ -28,7 +29,12 @@ def _domain_order(name: str) -> tuple[int, str]:
 
 
 def merge_domain_shards(shard_dir: Path, out_prefix: Path) -> dict:
-    """Concatenate `shard_dir/<rank>.bin/.idx` (rank order) into `out_prefix.bin/.idx`."""
+    """Concatenate `shard_dir/<rank>.bin/.idx` (rank order) into `out_prefix.bin/.idx`.
+
+    This is IndexedDatasetBuilder.add_index without its per-shard `gc.collect()` (0.4 s each in a
+    process that has imported torch, i.e. minutes for thousands of shards): shard indices are read
+    with IndexedDataset, bytes copied as they are, and the builder writes the merged index.
+    """
     from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
     prefixes = sorted(str(p.with_suffix("")) for p in shard_dir.glob("*.idx"))
@@ -36,7 +42,15 @@ def merge_domain_shards(shard_dir: Path, out_prefix: Path) -> dict:
     tmp = out_prefix.with_name(f".{out_prefix.name}.tmp")
     builder = IndexedDatasetBuilder(f"{tmp}.bin", dtype=dtype)
     for prefix in prefixes:
-        builder.add_index(prefix)
+        shard = IndexedDataset(prefix)
+        if shard.index.dtype != dtype:
+            raise ValueError(f"{prefix}.idx holds {shard.index.dtype.__name__} tokens, not {dtype.__name__}")
+        offset = len(builder.sequence_lengths)
+        builder.sequence_lengths.extend(shard.sequence_lengths.tolist())
+        builder.document_indices.extend((offset + shard.document_indices[1:]).tolist())
+        with open(f"{prefix}.bin", "rb") as handle:
+            shutil.copyfileobj(handle, builder.data_file)
+        del shard
     builder.finalize(f"{tmp}.idx")
     os.replace(f"{tmp}.bin", f"{out_prefix}.bin")
     os.replace(f"{tmp}.idx", f"{out_prefix}.idx")
