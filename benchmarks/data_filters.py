@@ -32,8 +32,15 @@ def load_documents(corpus) -> list[Document]:
                     record = json.loads(line)
                 except (UnicodeDecodeError, json.JSONDecodeError):
                     continue
-                if isinstance(record, dict) and isinstance(record.get("text"), str) and len(record["text"]) < 200_000:
-                    meta = {"domain": source["domain"], **{k: record[k] for k in ("path", "language") if k in record}}
+                if (
+                    isinstance(record, dict)
+                    and isinstance(record.get("text"), str)
+                    and len(record["text"]) < 200_000
+                ):
+                    meta = {
+                        "domain": source["domain"],
+                        **{k: record[k] for k in ("path", "language") if k in record},
+                    }
                     docs.append(Document(text=record["text"], id=f"{source['name']}/{i}", metadata=meta))
     return docs
 
@@ -54,28 +61,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", type=int, default=0)
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {args.cpu})
+    from data_processing.demo_corpus import build
     from data_processing.pipelines.config import PretrainDataConfig
     from data_processing.pipelines.pretrain import _heuristic_steps
     from data_processing.steps.decontaminate import DecontaminationFilter
     from data_processing.steps.quality import CodeQualityFilter
     from megatron_infi.config.core import from_dict, load_yaml
 
-    from data_processing.demo_corpus import build
-
     root = Path(tempfile.mkdtemp(prefix="bench-filters-"))
     corpus = build(root / "corpus")
     docs = load_documents(corpus)
     demo = load_yaml(Path(__file__).resolve().parents[1] / "launch/configs/data/demo.yaml")
-    cfg = from_dict(PretrainDataConfig, {"output_dir": str(root), "sources": [{"name": "x", "path": str(root)}],
-                                         "heuristic": demo["heuristic"]})
+    cfg = from_dict(
+        PretrainDataConfig,
+        {
+            "output_dir": str(root),
+            "sources": [{"name": "x", "path": str(root)}],
+            "heuristic": demo["heuristic"],
+        },
+    )
     steps = _heuristic_steps(cfg)
     steps.append(CodeQualityFilter(["code"]))
     steps.append(DecontaminationFilter(corpus.benchmarks, 10, str(root / "decontamination")))
     steps[-1].index  # noqa: B018 - build the benchmark index before the clock starts
 
     stamp = dt.datetime.now().isoformat(timespec="minutes")
-    print(f"{stamp}, pinned to core {args.cpu}, {len(docs)} documents "
-          f"({sum(len(d.text) for d in docs) / 1e6:.1f} M chars), best of {args.repeats}")
+    print(
+        f"{stamp}, pinned to core {args.cpu}, {len(docs)} documents "
+        f"({sum(len(d.text) for d in docs) / 1e6:.1f} M chars), best of {args.repeats}"
+    )
     print("| step | scope | docs in | kept | docs/s per core |")
     print("|---|---|---:|---:|---:|")
     for step in steps:
@@ -90,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             return data
 
     seconds, kept = time_step(Chain(), docs, args.repeats)
-    print(f"| whole heuristic stage (chained) | as configured | {len(docs)} | {kept} | {len(docs) / seconds:,.0f} |")
+    print(
+        f"| whole heuristic stage (chained) | as configured | {len(docs)} | {kept} | {len(docs) / seconds:,.0f} |"
+    )
     return 0
 
 

@@ -36,7 +36,6 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-
 EOD = "<|end_of_text|>"
 
 
@@ -82,8 +81,9 @@ def run_ours(input_path: Path, tokenizer_json: str, work: Path) -> tuple[int, fl
 
     start = time.perf_counter()
     reader = JsonlReader(str(input_path.parent), glob_pattern=input_path.name)
-    step = DomainMegatronTokenizer(str(work / "shards"), tokenizer_name_or_path=tokenizer_json, eos_token=EOD,
-                                   batch_size=1000)
+    step = DomainMegatronTokenizer(
+        str(work / "shards"), tokenizer_name_or_path=tokenizer_json, eos_token=EOD, batch_size=1000
+    )
     for _ in step.run(reader.run()):
         pass
     tokens = 0
@@ -98,7 +98,9 @@ def run_datatrove(input_path: Path, tokenizer_json: str, work: Path) -> tuple[in
 
     start = time.perf_counter()
     reader = JsonlReader(str(input_path.parent), glob_pattern=input_path.name)
-    step = DocumentTokenizer(str(work / "ds"), tokenizer_name_or_path=tokenizer_json, eos_token=EOD, batch_size=1000)
+    step = DocumentTokenizer(
+        str(work / "ds"), tokenizer_name_or_path=tokenizer_json, eos_token=EOD, batch_size=1000
+    )
     result = step.run(reader.run())
     if result is not None:
         for _ in result:
@@ -132,7 +134,10 @@ def run_megatron_style(input_path: Path, tokenizer_json: str, work: Path) -> tup
     start = time.perf_counter()
     encoder = MegatronStyleEncoder(str(Path(tokenizer_json).parent))
     tokens = 0
-    with open(input_path, encoding="utf-8") as fin, multiprocessing.Pool(1, initializer=encoder.initializer) as pool:
+    with (
+        open(input_path, encoding="utf-8") as fin,
+        multiprocessing.Pool(1, initializer=encoder.initializer) as pool,
+    ):
         builder = IndexedDatasetBuilder(str(work / "megatron.bin"), dtype=DType.optimal_dtype(128256))
         for ids, _ in pool.imap(encoder.encode, fin, 32):
             builder.add_document(torch.tensor(ids), [len(ids)])
@@ -153,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=0, help="the core everything is pinned to")
-    parser.add_argument("--copies", type=int, default=3, help="corpus repeats (amortises per-run fixed costs)")
+    parser.add_argument(
+        "--copies", type=int, default=3, help="corpus repeats (amortises per-run fixed costs)"
+    )
     parser.add_argument("--out", help="append JSON lines here")
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {args.cpu})
@@ -187,17 +194,29 @@ def main(argv: list[str] | None = None) -> int:
         limit = best["limit: raw encode_batch (in memory)"]
         baseline = best["megatron-style preprocess_data (1 worker)"]
         stamp = dt.datetime.now().isoformat(timespec="minutes")
-        print(f"{stamp}, {platform.processor() or platform.machine()}, pinned to core {args.cpu}, "
-              f"{docs} documents, {size / 1e6:.1f} MB JSONL, {limit[0]} tokens, best of {args.repeats}")
+        print(
+            f"{stamp}, {platform.processor() or platform.machine()}, pinned to core {args.cpu}, "
+            f"{docs} documents, {size / 1e6:.1f} MB JSONL, {limit[0]} tokens, best of {args.repeats}"
+        )
         print("| method | tokens | seconds | tokens/s per core | vs megatron-style | vs limit |")
         print("|---|---:|---:|---:|---:|---:|")
         for name, (tokens, seconds) in best.items():
             rate = tokens / seconds
-            row = {"date": stamp, "method": name, "tokens": tokens, "seconds": round(seconds, 3),
-                   "tokens_per_s_per_core": round(rate), "vs_megatron_style": round(rate / (baseline[0] / baseline[1]), 3),
-                   "vs_limit": round(rate / (limit[0] / limit[1]), 3), "docs": docs, "bytes": size}
-            print(f"| {name} | {tokens:,} | {seconds:.2f} | {rate:,.0f} | {row['vs_megatron_style']:.2f}x | "
-                  f"{row['vs_limit']:.2f}x |")
+            row = {
+                "date": stamp,
+                "method": name,
+                "tokens": tokens,
+                "seconds": round(seconds, 3),
+                "tokens_per_s_per_core": round(rate),
+                "vs_megatron_style": round(rate / (baseline[0] / baseline[1]), 3),
+                "vs_limit": round(rate / (limit[0] / limit[1]), 3),
+                "docs": docs,
+                "bytes": size,
+            }
+            print(
+                f"| {name} | {tokens:,} | {seconds:.2f} | {rate:,.0f} | {row['vs_megatron_style']:.2f}x | "
+                f"{row['vs_limit']:.2f}x |"
+            )
             if args.out:
                 with open(args.out, "a") as handle:
                     handle.write(json.dumps(row) + "\n")

@@ -117,3 +117,30 @@ def test_changed_config_cannot_resume_into_old_output(config_file):
     with pytest.raises(ConfigError) as err:
         pretrain._check_resume(load_config(PretrainDataConfig, config_file, ["dedup.n_grams=7"]), Path(root))
     assert err.value.field == "output_dir" and "dedup" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("demo.yaml", PretrainDataConfig),
+        ("infir_pretrain.yaml", PretrainDataConfig),
+        ("demo_recall.yaml", "train_recall"),
+        ("demo_edu.yaml", "train_quality"),
+        ("demo_math_quality.yaml", "train_quality"),
+    ],
+)
+def test_shipped_configs_parse(name, cls):
+    """Field names and types of every shipped data config (paths are checked when a run starts)."""
+    from data_processing.pipelines import train_quality, train_recall
+    from megatron_infi.config.core import from_dict, load_yaml
+
+    classes = {
+        "train_recall": train_recall.TrainRecallConfig,
+        "train_quality": train_quality.TrainQualityConfig,
+    }
+    cfg = from_dict(
+        classes.get(cls, cls), load_yaml(Path(__file__).resolve().parents[2] / "launch/configs/data" / name)
+    )
+    if isinstance(cfg, PretrainDataConfig):
+        cfg.heuristic.validate()
+        cfg.executor.validate()
