@@ -83,6 +83,7 @@ def _heuristic_steps(cfg: PretrainDataConfig) -> list:
     from megatron_infi import assets
 
     h = cfg.heuristic
+    math = h.math_aware
     steps = []
     if h.language_id.enabled:
         lid = LocalLanguageFilter(
@@ -90,12 +91,9 @@ def _heuristic_steps(cfg: PretrainDataConfig) -> list:
             h.language_id.languages,
             h.language_id.threshold,
         )
-    math = h.math_aware
-    if h.language_id.enabled:
+        # LaTeX-heavy pages are identified on their prose: formulas are not a language
         steps.append(
-            ScopedFilter(
-                lid, h.language_id.domains, min_math_fraction=math.min_math_fraction, strip_math=math.enabled
-            )
+            ScopedFilter(lid, h.language_id.domains, None, math.min_math_fraction, strip_math=math.enabled)
         )
     for key, cls in (
         ("gopher_repetition", GopherRepetitionFilter),

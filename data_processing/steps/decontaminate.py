@@ -62,7 +62,7 @@ class DecontaminationFilter(BaseFilter):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         _ = self.index  # fail at task start on a broken benchmark file, not at the first document
-        # written whole for this rank (and rewritten by a rerun), so a killed task leaves no half report
+        # one file per task, rewritten from scratch when an interrupted task is rerun
         with self.report_folder.open(f"{rank:05d}.jsonl", "wt") as self._report:
             yield from super().run(data, rank, world_size)
         self._report = None
