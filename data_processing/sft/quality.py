@@ -6,6 +6,7 @@ score for open-ended samples. Verification is the shared scorers' (megatron_infi
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +27,16 @@ class Verdict:
     verified: bool = False  # a check ran (False: nothing to check against)
 
 
-def reference_usable(answer: str) -> bool:
-    """A reference math-verify cannot match even to itself ('n(n+1)/2, or equivalently ...') is unusable."""
-    from megatron_infi.scoring.math import math_equal
+ALTERNATIVES = re.compile(
+    r",?\s+or\s+(?:equivalently|approximately)?\s*(?:an equivalent form such as)?\s*", re.I
+)
 
-    return math_equal(answer, answer)
+
+def reference_forms(answer: str) -> list[str]:
+    """'C(10, 5), or equivalently 252' -> ['C(10, 5), or equivalently 252', 'C(10, 5)', '252']:
+    references written with alternatives (CHAMP does) match any of their forms."""
+    parts = [p.strip(" .") for p in ALTERNATIVES.split(answer) if p.strip(" .")]
+    return [answer, *parts] if len(parts) > 1 else [answer]
 
 
 class Verifier:
@@ -39,7 +45,6 @@ class Verifier:
     def __init__(self, cfg: QualityConfig, rules: RuleFilter):
         self.cfg = cfg
         self.rules = rules
-        self._usable: dict[str, bool] = {}
 
     def __call__(self, record: dict[str, Any]) -> Verdict:
         meta, response = record["meta"], response_text(record)
@@ -57,12 +62,8 @@ class Verifier:
     def _math(self, response: str, answer: str) -> Verdict:
         from megatron_infi.scoring.math import extract_answer, math_equal
 
-        if answer not in self._usable:
-            self._usable[answer] = reference_usable(answer)
-        if not self._usable[answer]:
-            return Verdict(True, verified=False)
         predicted = extract_answer(response)
-        if predicted is not None and math_equal(predicted, answer):
+        if predicted is not None and any(math_equal(predicted, form) for form in reference_forms(answer)):
             return Verdict(True, verified=True)
         return Verdict(
             False, "quality: math answer wrong", why=f"its final answer {predicted!r} is wrong", verified=True
