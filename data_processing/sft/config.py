@@ -244,3 +244,91 @@ class SelectConfig:
             if on
         ]
         validate_llm(self.llm, needed)
+
+
+@dataclass
+class EvolutionConfig:
+    """Evol-Instruct: `rounds` rounds, each rewriting every instruction of the round before."""
+
+    rounds: int = 1
+    operations: list[str] = field(
+        default_factory=lambda: [
+            "constraints",
+            "deepening",
+            "concretizing",
+            "reasoning",
+            "complicate_input",
+            "breadth",
+        ]
+    )
+    keep_seeds: bool = True  # the seed instructions are answered too
+    min_words: int = 3
+    sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=384, temperature=0.7))
+
+    def validate(self) -> None:
+        from data_processing.sft.prompts import EVOL_OPERATIONS
+
+        if self.rounds < 0:
+            raise ConfigError("rounds", "must be >= 0")
+        unknown = sorted(set(self.operations) - set(EVOL_OPERATIONS))
+        if unknown:
+            raise ConfigError("operations", f"unknown {unknown}; known: {list(EVOL_OPERATIONS)}")
+        if self.rounds and not self.operations:
+            raise ConfigError("operations", "at least one operation is needed when rounds > 0")
+
+
+@dataclass
+class RejectionConfig:
+    """Best-of-n: candidates failing the rules, math-verify or the sandbox are rejected; the reward
+    model picks the best of the rest (without one: the first that passed)."""
+
+    samples: int = 4  # teacher responses per instruction
+    sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=1024, temperature=0.7))
+    reward_model: str | None = None  # HF sequence-classification dir
+    reward_batch_size: int = 8
+    min_reward: float | None = None  # reject the instruction when its best reward is below
+    verify_math: bool = True  # when the instruction has a reference answer
+    verify_code: bool = True  # run against tests when there are tests
+    run_code: bool = True  # code without tests must at least run cleanly in the sandbox
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+    workers: int = 4
+
+    def validate(self) -> None:
+        if self.samples < 1:
+            raise ConfigError("samples", "must be >= 1")
+
+
+@dataclass
+class SynthesizeConfig:
+    """InfiR synthesis: seeds -> evolution -> teacher responses -> rejection sampling -> labels."""
+
+    inputs: list[InputSpec] = field(default_factory=list)  # seed instructions (responses are ignored)
+    output_dir: str = ""
+    seed: int = 0
+    overwrite: bool = False
+    llm: dict[str, Any] | None = None  # the teacher (megatron_infi.generation.GenerationConfig fields)
+    evolver: dict[str, Any] | None = None  # the LLM that rewrites instructions (default: llm)
+    system_prompt: str = "You are a helpful assistant. Think step by step before answering."
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    filters: FilterConfig = field(default_factory=lambda: FilterConfig(languages=[]))
+    labeller: Literal["meta", "llm"] = "llm"
+    domains: list[str] = field(default_factory=lambda: list(DEFAULT_MATH_DOMAINS))
+    default_domain: str = "General Knowledge"
+    label_sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=16))
+    tokenizer: str | None = None  # for response_tokens; default: Llama-3 built into the output dir
+    format: Literal["jsonl", "parquet"] = "jsonl"
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs", "at least one seed input is required")
+        if not self.output_dir:
+            raise ConfigError("output_dir", "is required")
+        validate_llm(self.llm, ["sft-synthesize (the teacher)"])
+        if self.evolver is not None:
+            try:
+                validate_llm(self.evolver, [])
+            except ConfigError as err:
+                raise ConfigError(err.field.replace("llm", "evolver", 1), err.message) from None

@@ -133,6 +133,19 @@ class RuleFilter:
     require_boxed: bool = True
     require_code_block: bool = True
 
+    @classmethod
+    def from_config(cls, f) -> RuleFilter:
+        """From a config.FilterConfig."""
+        return cls(
+            languages=tuple(f.languages),
+            language_threshold=f.language_threshold,
+            language_model=f.language_model,
+            min_response_words=f.min_response_words,
+            max_response_tokens=f.max_response_tokens,
+            require_boxed=f.require_boxed,
+            require_code_block=f.require_code_block,
+        )
+
     @cached_property
     def langid(self) -> LanguageId:
         return LanguageId(self.language_model)

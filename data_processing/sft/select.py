@@ -91,26 +91,13 @@ def check_paths(cfg: SelectConfig) -> None:
         raise ConfigError("difficulty.tokenizer", f"not a directory: {cfg.difficulty.tokenizer}")
 
 
-def rules_of(cfg: SelectConfig) -> RuleFilter:
-    f = cfg.filters
-    return RuleFilter(
-        languages=tuple(f.languages),
-        language_threshold=f.language_threshold,
-        language_model=f.language_model,
-        min_response_words=f.min_response_words,
-        max_response_tokens=f.max_response_tokens,
-        require_boxed=f.require_boxed,
-        require_code_block=f.require_code_block,
-    )
-
-
 def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage]:
     from data_processing.sft import steps
     from data_processing.sft.curriculum import FinalizeStep
     from data_processing.sft.selection import SelectStep
 
     work = out / "work"
-    rules = rules_of(cfg)
+    rules = RuleFilter.from_config(cfg.filters)
     tasks = cfg.executor.tasks
     prepare = [steps.SFTReader(cfg.inputs), steps.LanguageStep(rules)]
     if cfg.cot.enabled:

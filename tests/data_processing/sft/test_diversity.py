@@ -124,3 +124,17 @@ def test_domain_classifier_from_labelled_records(pool):
     assert accuracy > 0.6, accuracy  # 7 classes; CHAMP's categories overlap, code and GSM do not
     with pytest.raises(ValueError, match=">= 2 domains"):
         train_domain_classifier(vectors[:3], ["a", None, None])
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "faiss"])
+def test_kmeans_backends_recover_separated_clusters(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 32))
+    x = np.concatenate([c + 0.05 * rng.normal(size=(50, 32)) for c in centers]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = kmeans_labels(x, 4, seed=0, backend=backend)
+    assert all(len(set(labels[i * 50 : (i + 1) * 50].tolist())) == 1 for i in range(4))
+    assert len(set(labels.tolist())) == 4
+    assert len(kmeans_labels(x[:3], 10, backend=backend)) == 3  # k is capped at the number of rows
