@@ -64,10 +64,12 @@ def test_evolution_prompts_rounds_and_elimination():
         for r in gsm_symbolic(6, seed=4)
     ]
 
+    refused = last_prompt(seeds[0])[:40]
+
     def script(conversation, k):
         prompt = conversation[-1]["content"]
         original = re.search(r"Given Prompt#:\n(.*?)\n\n#", prompt, re.S).group(1).strip()
-        if "Johnson" in original or "sold" in original:
+        if original.startswith(refused):
             return "Sorry, I cannot rewrite this."
         return f"#Rewritten Prompt#:\n{original} Explain each step and check the result twice."
 
@@ -76,14 +78,14 @@ def test_evolution_prompts_rounds_and_elimination():
     evolved, failed = evolve(backend, seeds, cfg, seed=0)
     first_round = [e for e in evolved if len(e["meta"]["evolution"]) == 1]
     assert len(backend.calls) == len(seeds) + len(first_round)  # round 2 rewrites round 1's survivors
-    assert failed and len(first_round) + len(failed) >= len(seeds)
+    assert len(first_round) == len(seeds) - 1 and len(evolved) == 2 * (len(seeds) - 1)
+    assert [reason for _, reason in failed] == ["evolve: refusal"]
     for record in evolved:
         meta = record["meta"]
         assert meta["answer"] is None and meta["task"] == "math" and meta["parent"] and meta["root"]
         assert set(meta["evolution"]) <= set(cfg.operations)
         assert last_prompt(record).endswith("check the result twice.")
         assert "#" not in last_prompt(record)
-    assert {reason for _, reason in failed} <= {"evolve: refusal"}
     # every prompt sent was an Evol-Instruct template holding its parent instruction
     for call in backend.calls:
         text = call[-1]["content"]
@@ -107,7 +109,7 @@ def test_rejection_keeps_the_best_reward_among_candidates_that_pass_the_sandbox(
     failing = f"```python\ndef {problem['entry_point']}(number):\n    return 0.5\n```"
     timeout = f"```python\nimport time\ntime.sleep(30)\ndef {problem['entry_point']}(number):\n    return number % 1.0\n```"
     rm = RewardModel(str(tiny_llama(tmp_path, llama3_tokenizer, classifier=True)))
-    cfg = RejectionConfig(samples=4, timeout_s=3, workers=2)
+    cfg = RejectionConfig(samples=4, timeout_s=2, workers=2)
     rules = RuleFilter(languages=())
     candidates = [good_a, failing, good_b, timeout]
     kept, dropped = reject([record], [candidates], cfg, rules, rm)
