@@ -59,7 +59,13 @@ def detect_format(obj: dict[str, Any]) -> str:
 
 
 def _common_meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = dict(obj.get("meta") or {}) if isinstance(obj.get("meta"), dict) else {}
+    raw = obj.get("meta")
+    if isinstance(raw, str):  # our Parquet output stores meta as a JSON string
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raw = None
+    meta = dict(raw) if isinstance(raw, dict) else {}
     for key in META_KEYS:
         if key in obj and key not in meta:
             meta[key] = obj[key]

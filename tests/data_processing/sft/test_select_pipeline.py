@@ -166,3 +166,58 @@ def test_cli_errors_name_the_field(tmp_path, capsys):
     path.write_text(f"output_dir: {tmp_path / 'o'}\ninputs: [{{path: {tmp_path / 'nowhere.jsonl'}}}]\n")
     assert select.main(["--config", str(path)]) == 2
     assert "inputs[0].path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("infialign_select.yaml", SelectConfig),
+        ("infir_synthesize.yaml", "synth"),
+        ("demo_synthesize.yaml", "synth"),
+    ],
+)
+def test_full_scale_configs_parse(name, cls):
+    """Their model and data paths live on a cluster: checked for shape here, not for files."""
+    from data_processing.sft.config import SynthesizeConfig
+
+    cls = SynthesizeConfig if cls == "synth" else cls
+    cfg = from_dict(cls, load_yaml(f"launch/configs/sft_data/{name}"))
+    assert cfg.inputs and cfg.output_dir
+
+
+def test_cli_dry_run_prints_the_resolved_config(capsys):
+    from megatron_infi import cli
+
+    assert (
+        cli.main(
+            ["data", "sft-select", "--config", "launch/configs/sft_data/demo.yaml", "--dry-run", "seed=3"]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "seed: 3" in printed and "embedding_threshold: 0.9" in printed and "dedup_ngram: 20" in printed
+
+
+def test_parquet_output_round_trip(tmp_path):
+    import pyarrow.parquet as pq
+
+    from data_processing.sft.curriculum import write_records
+    from data_processing.sft.formats import read_records
+    from megatron_infi.utils import SkipCounter
+
+    records = [
+        {
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            "meta": {"id": "1", "score": 1},
+        },
+        {
+            "messages": [{"role": "user", "content": "r"}, {"role": "assistant", "content": "b"}],
+            "meta": {"id": "2", "score": 0.5, "x": None},
+        },
+    ]
+    write_records(tmp_path / "p.parquet", records, "parquet")
+    table = pq.read_table(tmp_path / "p.parquet").to_pylist()
+    assert [row["messages"] for row in table] == [r["messages"] for r in records]
+    assert [json.loads(row["meta"]) for row in table] == [r["meta"] for r in records]
+    again = list(read_records(tmp_path / "p.parquet", SkipCounter()))  # readable as an input again
+    assert [r["meta"]["score"] for r in again] == [1, 0.5] and [r["meta"]["id"] for r in again] == ["1", "2"]
