@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.generation import GenerationConfig
 
 DEFAULT_MATH_DOMAINS = [
     "Algebra",
@@ -195,19 +196,10 @@ class CurriculumConfig:
             raise ConfigError("phase2_domains", f"domains in both phases: {sorted(both)}")
 
 
-def validate_llm(llm: dict[str, Any] | None, needed_by: list[str]) -> None:
-    """The LLM section is checked against the generation backend's own config, up front."""
+def validate_llm(llm: GenerationConfig | None, needed_by: list[str]) -> None:
+    """The LLM section itself is validated as a GenerationConfig (its model dir must exist)."""
     if needed_by and llm is None:
         raise ConfigError("llm", f"is required by {', '.join(needed_by)}")
-    if llm is not None:
-        from megatron_infi.generation import GenerationConfig
-
-        from megatron_infi.config.core import from_dict, validate_tree
-
-        try:
-            validate_tree(from_dict(GenerationConfig, dict(llm)))
-        except ConfigError as err:
-            raise err.under("llm") from None
 
 
 @dataclass
@@ -218,7 +210,7 @@ class SelectConfig:
     output_dir: str = ""
     seed: int = 0
     overwrite: bool = False  # a changed config in an existing output dir: start over instead of failing
-    llm: dict[str, Any] | None = None  # megatron_infi.generation.GenerationConfig fields
+    llm: GenerationConfig | None = None  # for CoT, LLM labels, corrections and LLM scores
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     cot: CotConfig = field(default_factory=CotConfig)
@@ -307,8 +299,8 @@ class SynthesizeConfig:
     output_dir: str = ""
     seed: int = 0
     overwrite: bool = False
-    llm: dict[str, Any] | None = None  # the teacher (megatron_infi.generation.GenerationConfig fields)
-    evolver: dict[str, Any] | None = None  # the LLM that rewrites instructions (default: llm)
+    llm: GenerationConfig | None = None  # the teacher (and labeller)
+    evolver: GenerationConfig | None = None  # the LLM that rewrites instructions (default: llm)
     system_prompt: str = "You are a helpful assistant. Think step by step before answering."
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
@@ -327,8 +319,3 @@ class SynthesizeConfig:
         if not self.output_dir:
             raise ConfigError("output_dir", "is required")
         validate_llm(self.llm, ["sft-synthesize (the teacher)"])
-        if self.evolver is not None:
-            try:
-                validate_llm(self.evolver, [])
-            except ConfigError as err:
-                raise ConfigError(err.field.replace("llm", "evolver", 1), err.message) from None

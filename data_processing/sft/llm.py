@@ -24,9 +24,9 @@ class ChatBackend(Protocol):
 
 
 def build_llm(llm: dict[str, Any]) -> ChatBackend:
-    from megatron_infi.generation import GenerationConfig, build_backend
-
+    """A backend from GenerationConfig fields (steps pass them as JSON so the pipeline pickles)."""
     from megatron_infi.config.core import from_dict
+    from megatron_infi.generation import GenerationConfig, build_backend
 
     return build_backend(from_dict(GenerationConfig, dict(llm)))
 

@@ -53,6 +53,13 @@ def get_encoder(path: str | None, max_tokens: int | None = 128):
     return SentenceEncoder(path, max_seq_length=max_tokens)
 
 
+def llm_key(llm) -> str:
+    """A GenerationConfig (or its dict) as a JSON string: picklable, and the cache key below."""
+    from megatron_infi.config.core import to_dict
+
+    return json.dumps(to_dict(llm), sort_keys=True)
+
+
 @lru_cache(maxsize=2)
 def get_backend(llm_json: str):
     from data_processing.sft.llm import build_llm
@@ -176,9 +183,9 @@ class CotStep(RecordStep):
     name = "teacher CoT"
     type = "🤖 - LLM"
 
-    def __init__(self, llm: dict, sampling: LLMTask, seed: int = 0):
+    def __init__(self, llm, sampling: LLMTask, seed: int = 0):
         super().__init__()
-        self.llm, self.sampling, self.seed = json.dumps(llm, sort_keys=True), sampling, seed
+        self.llm, self.sampling, self.seed = llm_key(llm), sampling, seed
 
     def process(self, docs, rank):
         from data_processing.sft.llm import generate_cot
@@ -242,9 +249,9 @@ class DomainLabelStep(RecordStep):
     name = "domain labels"
     type = "🤖 - LLM"
 
-    def __init__(self, llm: dict, domains: list[str], default: str, sampling: LLMTask, seed: int = 0):
+    def __init__(self, llm, domains: list[str], default: str, sampling: LLMTask, seed: int = 0):
         super().__init__()
-        self.llm, self.domains, self.default = json.dumps(llm, sort_keys=True), domains, default
+        self.llm, self.domains, self.default = llm_key(llm), domains, default
         self.sampling, self.seed = sampling, seed
 
     def process(self, docs, rank):
@@ -326,10 +333,10 @@ class QualityStep(RecordStep):
     type = "✅ - VERIFY"
     batch_size = 1024
 
-    def __init__(self, cfg: QualityConfig, rules: RuleFilter, llm: dict | None, seed: int = 0):
+    def __init__(self, cfg: QualityConfig, rules: RuleFilter, llm, seed: int = 0):
         super().__init__()
         self.cfg, self.rules, self.seed = cfg, rules, seed
-        self.llm = json.dumps(llm, sort_keys=True) if llm else None
+        self.llm = llm_key(llm) if llm else None
 
     def process(self, docs, rank):
         from data_processing.sft.quality import run_quality

@@ -45,14 +45,9 @@ class EvolveStep(PipelineStep):
     name = "evolve instructions"
     type = "🧬 - EVOLVE"
 
-    def __init__(self, llm: dict, cfg: EvolutionConfig, seed: int, batch_size: int = 256):
+    def __init__(self, llm, cfg: EvolutionConfig, seed: int, batch_size: int = 256):
         super().__init__()
-        self.llm, self.cfg, self.seed, self.batch_size = (
-            json.dumps(llm, sort_keys=True),
-            cfg,
-            seed,
-            batch_size,
-        )
+        self.llm, self.cfg, self.seed, self.batch_size = steps.llm_key(llm), cfg, seed, batch_size
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from data_processing.sft.evolve import evolve
@@ -87,9 +82,9 @@ class RespondStep(steps.RecordStep):
     type = "🤖 - LLM"
     batch_size = 128
 
-    def __init__(self, llm: dict, system_prompt: str, cfg: RejectionConfig, rules: RuleFilter, seed: int):
+    def __init__(self, llm, system_prompt: str, cfg: RejectionConfig, rules: RuleFilter, seed: int):
         super().__init__()
-        self.llm, self.system_prompt, self.cfg = json.dumps(llm, sort_keys=True), system_prompt, cfg
+        self.llm, self.system_prompt, self.cfg = steps.llm_key(llm), system_prompt, cfg
         self.rules, self.seed = rules, seed
 
     def process(self, docs, rank):

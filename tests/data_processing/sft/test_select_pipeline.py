@@ -221,3 +221,19 @@ def test_parquet_output_round_trip(tmp_path):
     assert [json.loads(row["meta"]) for row in table] == [r["meta"] for r in records]
     again = list(read_records(tmp_path / "p.parquet", SkipCounter()))  # readable as an input again
     assert [r["meta"]["score"] for r in again] == [1, 0.5] and [r["meta"]["id"] for r in again] == ["1", "2"]
+
+
+def test_slurm_executors_chain_without_submitting(tmp_path, small_inputs, llama3_tokenizer):
+    from datatrove.executor import SlurmPipelineExecutor
+
+    cfg = make_config(small_inputs, tmp_path / "o", llama3_tokenizer)
+    cfg.executor.kind = "slurm"
+    cfg.executor.tasks = 8
+    stages = select.build_stages(cfg, tmp_path / "o", str(llama3_tokenizer))
+    depends = None
+    for stage in stages:
+        executor = select.make_executor(cfg.executor, stage, tmp_path / "o" / "work" / stage.name, depends)
+        assert isinstance(executor, SlurmPipelineExecutor) and executor.depends is depends
+        assert executor.world_size == (8 if stage.name in ("prepare", "quality") else 1)
+        assert executor.partition == cfg.executor.slurm.partition
+        depends = executor
