@@ -117,7 +117,7 @@ class EvalConfig:
     cache: bool = True  # keep a generation cache in output_dir/cache (resume inside a benchmark)
     code_timeout_s: float = 10.0
     code_memory_mb: int = 1024
-    code_workers: int = 0  # parallel sandboxes; 0 = one per CPU core
+    code_workers: int = 0  # parallel sandboxes; 0 = two per CPU core
 
     def validate(self) -> None:
         if not self.models:
