@@ -49,7 +49,11 @@ def main() -> None:
         root = Path(tmp)
         tokenizer_dir = build_llama3_tokenizer(root / "tokenizer")
         models = [
-            {"name": name, "path": str(build_model(root / name, tokenizer_dir, args.hidden, args.layers, i)), "mode": mode}
+            {
+                "name": name,
+                "path": str(build_model(root / name, tokenizer_dir, args.hidden, args.layers, i)),
+                "mode": mode,
+            }
             for i, (name, mode) in enumerate([("base", "fewshot"), ("sft", "chat"), ("dpo", "chat")])
         ]
         start = time.monotonic()
@@ -57,8 +61,10 @@ def main() -> None:
         wall = time.monotonic() - start
         samples = sum(s["problems"] * s["samples"] for m in results["scores"].values() for s in m.values())
         gen = sum(s["generation_s"] for m in results["scores"].values() for s in m.values())
-        print(f"demo eval: 3 models (hidden {args.hidden}, {args.layers} layers), {samples} samples, "
-              f"{wall:.1f}s wall ({gen:.1f}s generating)")
+        print(
+            f"demo eval: 3 models (hidden {args.hidden}, {args.layers} layers), {samples} samples, "
+            f"{wall:.1f}s wall ({gen:.1f}s generating)"
+        )
 
 
 if __name__ == "__main__":

@@ -93,9 +93,9 @@ def render_chart(results: dict, path: Path) -> None:
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax.set_xticks(range(len(benchmarks)), [meta["title"] for meta in benchmarks.values()], fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 115)  # headroom for the legend above 100 %
     ax.set_title("Evaluation (avg@n)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=len(models), loc="upper center")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
