@@ -165,7 +165,9 @@ def test_bad_configs_fail_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(config), "benchmarks=[{name: aime2030}]"])
     assert "benchmarks[0].name: unknown benchmark 'aime2030'" in capsys.readouterr().err
-    assert main(["--config", str(config), "benchmarks=[{name: humaneval}]", "--dry-run"]) == 0
+    from megatron_infi import cli
+
+    assert cli.main(["eval", "--config", str(config), "benchmarks=[{name: humaneval}]", "--dry-run"]) == 0
     assert "name: humaneval" in capsys.readouterr().out
     assert not (tmp_path / "o").exists()
 
