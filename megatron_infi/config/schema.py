@@ -269,6 +269,13 @@ class TrainConfig:
             raise ConfigError(
                 "parallel.tensor", f"{p.tensor} does not divide model.num_query_groups={m.num_query_groups}"
             )
+        padded = -(-m.vocab_size // m.make_vocab_size_divisible_by) * m.make_vocab_size_divisible_by
+        if padded % p.tensor:
+            raise ConfigError(
+                "parallel.tensor",
+                f"{p.tensor} does not divide the padded vocab {padded} "
+                f"(model.vocab_size rounded up to model.make_vocab_size_divisible_by)",
+            )
         if m.ffn_hidden_size % p.tensor:
             raise ConfigError(
                 "parallel.tensor", f"{p.tensor} does not divide model.ffn_hidden_size={m.ffn_hidden_size}"

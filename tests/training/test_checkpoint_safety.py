@@ -49,9 +49,18 @@ def test_damaged_checkpoint_names_the_dir(tmp_path, boolq_corpus):
 
 def test_anneal_starts_from_pretrain_weights_and_decays_to_min_lr(tmp_path, boolq_corpus):
     tokenizer, prefix = boolq_corpus
-    pre = base_config(tmp_path / "pre", tokenizer, prefix, train={"train_iters": 6})
+    pre = base_config(
+        tmp_path / "pre",
+        tokenizer,
+        prefix,
+        train={"train_iters": 6},
+        logging={"log_interval": 2, "tensorboard": True, "wandb": True},
+    )
     train_in_process(pre)
     pre_losses = losses(tmp_path / "pre")
+    # Logs live in the run dir: tensorboard events and an offline wandb run.
+    assert list((tmp_path / "pre" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "pre" / "wandb").glob("offline-run-*"))
     anneal = base_config(
         tmp_path / "anneal",
         tokenizer,
