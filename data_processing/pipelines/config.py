@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError
 
-Domain = Literal["web", "math", "code", "general", "encyclopedia", "instruction"]
-DOMAINS: tuple[str, ...] = ("web", "math", "code", "general", "encyclopedia", "instruction")
+Domain = Literal["web", "math", "code", "general", "encyclopedia", "instruction", "synthetic"]
+DOMAINS: tuple[str, ...] = ("web", "math", "code", "general", "encyclopedia", "instruction", "synthetic")
 TEXT_DOMAINS: list[str] = ["web", "math", "general", "encyclopedia", "instruction"]
 
 

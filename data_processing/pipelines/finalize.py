@@ -191,6 +191,7 @@ class FinalizeRun(PipelineStep):
         root: str,
         config: dict,
         tokenizer_path: str,
+        tokenizer_is_dir: bool,
         eod_token: str,
         stage_groups: dict[str, dict[str, list[int]]],
     ):
@@ -198,6 +199,7 @@ class FinalizeRun(PipelineStep):
         self.root = root
         self.config = config
         self.tokenizer_path = tokenizer_path
+        self.tokenizer_is_dir = tokenizer_is_dir
         self.eod_token = eod_token
         self.stage_groups = stage_groups
 
@@ -221,7 +223,11 @@ class FinalizeRun(PipelineStep):
             "format": "megatron-indexed-dataset",
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "tokenizer": {
-                "path": self.tokenizer_path,
+                # the HF tokenizer dir the trainer loads (data.tokenizer), when one was given
+                "path": str(Path(self.tokenizer_path).parent)
+                if self.tokenizer_is_dir
+                else self.tokenizer_path,
+                "tokenizer_json": self.tokenizer_path,
                 "sha256": sha256_file(self.tokenizer_path),
                 "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
                 "eod_token": self.eod_token,

@@ -233,7 +233,20 @@ def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     stages.append(Stage("score", second.pipeline, tasks, second.groups))
     stage_groups = {s.name: s.step_groups for s in stages if s.step_groups}
     stages.append(
-        Stage("finalize", [FinalizeRun(str(layout.root), to_dict(cfg), tokenizer_path, eod, stage_groups)], 1)
+        Stage(
+            "finalize",
+            [
+                FinalizeRun(
+                    str(layout.root),
+                    to_dict(cfg),
+                    tokenizer_path,
+                    Path(cfg.tokenize.tokenizer).is_dir(),
+                    eod,
+                    stage_groups,
+                )
+            ],
+            1,
+        )
     )
     return stages
 

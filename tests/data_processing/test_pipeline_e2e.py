@@ -37,6 +37,9 @@ def test_manifest_contract(small_run, llama3_tokenizer_dir):
     manifest = json.loads(manifest_path.read_text())
     tok = load_tokenizer(llama3_tokenizer_dir)
     assert manifest["tokenizer"]["sha256"] == tok.sha256
+    assert (
+        load_tokenizer(manifest["tokenizer"]["path"]).sha256 == tok.sha256
+    )  # what the trainer's data.tokenizer takes
     assert manifest["tokenizer"]["vocab_size"] == tok.vocab_size == 128256
     assert manifest["tokenizer"]["eod_id"] == tok.eod_id
     assert manifest["dtype"] == "int32"  # vocab > 65,500
