@@ -171,7 +171,7 @@ def trainer_arguments(
         "use_cpu": not on_cuda(),
         "bf16": precision == "bf16",
         "fp16": False,
-        "gradient_checkpointing": select_gradient_checkpointing(runtime.gradient_checkpointing),
+        "activation_checkpointing": select_gradient_checkpointing(runtime.gradient_checkpointing),
         "per_device_train_batch_size": schedule.micro_batch_size,
         "per_device_eval_batch_size": schedule.micro_batch_size,
         "gradient_accumulation_steps": gradient_accumulation(schedule, field_prefix),

@@ -66,15 +66,37 @@ def champ(numeric_only: bool = False) -> list[dict[str, Any]]:
     return problems
 
 
-def champ_model_solutions() -> dict[str, list[str]]:
-    """Real solutions written by GPT-3.5 / GPT-4 / PaLM 2 for CHAMP problems (its error annotations' texts)."""
+def champ_model_solutions(flawed_only: bool = False) -> dict[str, list[str]]:
+    """Real solutions written by GPT-3.5 / GPT-4 / PaLM 2 for CHAMP problems (the texts of its
+    first-wrong-step annotations); `flawed_only` keeps those annotated with a wrong step."""
     data = json.loads(assets.champ_json().read_text())["problems"]
-    return {
-        f"champ/{key}": [
-            note["text"] for note in item.get("fws_annotations", {}).values() if note.get("text")
+    solutions = {}
+    for key, item in data.items():
+        notes = item.get("fws_annotations", {}).values()
+        texts = [
+            n["text"] for n in notes if n.get("text") and (not flawed_only or n.get("start_idx") is not None)
         ]
-        for key, item in data.items()
-    }
+        if texts:
+            solutions[f"champ/{key}"] = texts
+    return solutions
+
+
+def champ_preference_pairs() -> list[dict[str, Any]]:
+    """TRL conversational preference records: the expert solution (chosen) against a model solution
+    annotated as flawed (rejected), one pair per CHAMP problem that has one."""
+    problems = {p["id"]: p for p in champ()}
+    pairs = []
+    for pid, texts in champ_model_solutions(flawed_only=True).items():
+        p = problems[pid]
+        pairs.append(
+            {
+                "prompt": [{"role": "user", "content": p["question"]}],
+                "chosen": [{"role": "assistant", "content": f"{p['solution']}\n{boxed(p['answer'])}"}],
+                "rejected": [{"role": "assistant", "content": texts[0]}],
+                "meta": {"source": "champ", "id": pid},
+            }
+        )
+    return pairs
 
 
 def sft_records(problems: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:

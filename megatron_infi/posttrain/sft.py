@@ -94,8 +94,22 @@ def phase_is_done(phase_dir: Path) -> bool:
     return (phase_dir / "model" / "config.json").is_file() and (phase_dir / "summary.json").is_file()
 
 
-def run_phase(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=()) -> dict[str, Any]:
-    """Train one phase from the HF dir `init_from`; export `<phase>/model`; return the phase summary."""
+@dataclass
+class PhaseTrainer:
+    """An SFTTrainer ready to train one phase, with what the phase summary needs to know."""
+
+    trainer: Any
+    phase_dir: Path
+    init_from: Path
+    template: str
+    train_records: int
+    eval_records: int
+    skipped: SkipCounter
+    fingerprints: dict[str, Any]
+
+
+def build_phase_trainer(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=()) -> PhaseTrainer:
+    """Read the phase's data, load `init_from` with its training chat template, build TRL's SFTTrainer."""
     from trl import SFTConfig, SFTTrainer
 
     phase = cfg.phases[index]
@@ -127,17 +141,25 @@ def run_phase(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=
     template = prepare_chat_template(
         tokenizer, model, cfg.chat_template, need_generation_markers=cfg.assistant_only_loss
     )
-
-    record: dict[str, Any] = {}
+    fingerprints: dict[str, Any] = {}
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=to_dataset(train_records),
         eval_dataset=to_dataset(eval_records) if eval_records else None,
         processing_class=tokenizer,
-        callbacks=[common.fingerprint_callback(record), *extra_callbacks],
+        callbacks=[common.fingerprint_callback(fingerprints), *extra_callbacks],
     )
     common.set_tensorboard_dir(trainer, phase_dir / "tensorboard")
+    return PhaseTrainer(
+        trainer, phase_dir, init_from, template, len(train_records), len(eval_records), skipped, fingerprints
+    )
+
+
+def run_phase(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=()) -> dict[str, Any]:
+    """Train one phase from the HF dir `init_from`; export `<phase>/model`; return the phase summary."""
+    built = build_phase_trainer(cfg, index, init_from, extra_callbacks)
+    trainer, phase_dir, phase = built.trainer, built.phase_dir, cfg.phases[index]
     resume = common.last_complete_checkpoint(phase_dir / "checkpoints") if cfg.checkpoint.resume else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -150,20 +172,20 @@ def run_phase(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=
         "init_from": str(init_from),
         "model_dir": str(model_dir),
         "resumed_from": str(resume) if resume else None,
-        "chat_template": template,
-        "train_records": len(train_records),
-        "eval_records": len(eval_records),
-        "skipped": {"counts": skipped.counts, "examples": skipped.examples},
+        "chat_template": built.template,
+        "train_records": built.train_records,
+        "eval_records": built.eval_records,
+        "skipped": {"counts": built.skipped.counts, "examples": built.skipped.examples},
         "global_steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "learning_rate": phase.optim.lr,
         "losses": loss_points,
         "first_loss": loss_points[0][1] if loss_points else None,
         "last_loss": loss_points[-1][1] if loss_points else None,
         "eval_losses": common.losses(history, "eval_loss"),
-        "start_weights_sha256": record.get("start_weights_sha256"),
-        "end_weights_sha256": record.get("end_weights_sha256"),
+        "start_weights_sha256": built.fingerprints.get("start_weights_sha256"),
+        "end_weights_sha256": built.fingerprints.get("end_weights_sha256"),
         "wall_s": round(time.time() - started, 2),
     }
     common.write_json_main(trainer, phase_dir / "log_history.json", history)

@@ -37,11 +37,14 @@ def build_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
-def llama3_tokenizer_dir(request) -> Path:
+def llama3_tokenizer_dir(request, tmp_path_factory) -> Path:
     from megatron_infi.data.tokenizer import build_llama3_tokenizer
 
-    # Conversion takes ~10 s; the builder reuses a dir whose source hash matches, so keep it across runs.
-    return build_llama3_tokenizer(Path(request.config.cache.mkdir("llama3-tokenizer")) / "hf")
+    # Conversion takes ~10 s; the builder reuses a dir whose source hash matches, so keep it in
+    # pytest's cache dir across runs when the cache is enabled.
+    cache = getattr(request.config, "cache", None)
+    root = Path(cache.mkdir("llama3-tokenizer")) if cache else tmp_path_factory.mktemp("llama3-tokenizer")
+    return build_llama3_tokenizer(root / "hf")
 
 
 @pytest.fixture(scope="session")
