@@ -24,7 +24,7 @@ class DataError(ValueError):
     pass
 
 
-def _clean_messages(value: Any) -> list[dict[str, str]] | str:
+def clean_messages(value: Any) -> list[dict[str, str]] | str:
     """The messages reduced to role + content, or a skip reason."""
     if not isinstance(value, list) or not value:
         return "messages-not-a-list"
@@ -54,8 +54,8 @@ def read_sft_records(paths: list[str | Path], skipped: SkipCounter) -> list[dict
     records = []
     for path in _check_files(paths):
         before = len(records)
-        for lineno, obj in _numbered(path, skipped):
-            messages = _clean_messages(obj.get("messages"))
+        for lineno, obj in numbered_jsonl(path, skipped):
+            messages = clean_messages(obj.get("messages"))
             if isinstance(messages, str):
                 skipped.skip(messages, f"{path}:{lineno}")
             elif messages[-1]["role"] != "assistant":
@@ -71,11 +71,11 @@ def read_preference_records(paths: list[str | Path], skipped: SkipCounter) -> li
     records = []
     for path in _check_files(paths):
         before = len(records)
-        for lineno, obj in _numbered(path, skipped):
+        for lineno, obj in numbered_jsonl(path, skipped):
             where = f"{path}:{lineno}"
-            prompt = _clean_messages(obj.get("prompt"))
-            chosen = _clean_messages(obj.get("chosen"))
-            rejected = _clean_messages(obj.get("rejected"))
+            prompt = clean_messages(obj.get("prompt"))
+            chosen = clean_messages(obj.get("chosen"))
+            rejected = clean_messages(obj.get("rejected"))
             reason = next((r for r in (prompt, chosen, rejected) if isinstance(r, str)), None)
             if reason is not None:
                 skipped.skip(reason, where)
@@ -92,7 +92,7 @@ def read_preference_records(paths: list[str | Path], skipped: SkipCounter) -> li
     return records
 
 
-def _numbered(path: Path, skipped: SkipCounter):
+def numbered_jsonl(path: Path, skipped: SkipCounter):
     """(line number, object) per JSON-object line; malformed lines are counted like `read_jsonl` does.
 
     `read_jsonl` yields objects without their line numbers, which the skip reasons here need.
