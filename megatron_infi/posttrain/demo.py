@@ -91,14 +91,16 @@ def run_posttrain_demo(
     """
     work_dir = Path(work_dir)
     data = {**write_demo_data(work_dir / "posttrain_data"), **(data or {})}
-    timings = {}
-    started = time.time()
-    sft = demo_sft(model_dir, work_dir / "sft", data["phase1"], data["phase2"])
-    timings["sft_s"] = round(time.time() - started, 1)
-    started = time.time()
-    pairs = demo_dpo_pairs(sft["final_model"], data["problems"], work_dir / "dpo_pairs")
-    timings["dpo_pairs_s"] = round(time.time() - started, 1)
-    started = time.time()
-    dpo = demo_dpo(sft["final_model"], pairs["pairs_file"], work_dir / "dpo")
-    timings["dpo_s"] = round(time.time() - started, 1)
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        wall, cpu = time.time(), time.process_time()
+        result = fn(*args)
+        timings[f"{name}_wall_s"] = round(time.time() - wall, 1)
+        timings[f"{name}_cpu_s"] = round(time.process_time() - cpu, 1)
+        return result
+
+    sft = timed("sft", demo_sft, model_dir, work_dir / "sft", data["phase1"], data["phase2"])
+    pairs = timed("dpo_pairs", demo_dpo_pairs, sft["final_model"], data["problems"], work_dir / "dpo_pairs")
+    dpo = timed("dpo", demo_dpo, sft["final_model"], pairs["pairs_file"], work_dir / "dpo")
     return {"sft": sft, "dpo_pairs": pairs, "dpo": dpo, "timings": timings}
