@@ -22,7 +22,16 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 # Field names tried, in order, for the text of a benchmark item (question/answer JSONL, HumanEval,
 # MBPP, MMLU-style, GPQA-style).
-DEFAULT_TEXT_FIELDS = ("question", "problem", "prompt", "text", "input", "answer", "solution", "canonical_solution")
+DEFAULT_TEXT_FIELDS = (
+    "question",
+    "problem",
+    "prompt",
+    "text",
+    "input",
+    "answer",
+    "solution",
+    "canonical_solution",
+)
 
 
 def normalize_words(text: str) -> list[str]:
@@ -64,7 +73,9 @@ class NGramIndex:
     def add(self, item: BenchmarkItem) -> None:
         words = normalize_words(item.text)
         for digest, start in ngram_hashes(words, self.n):
-            self._table.setdefault(digest, (item.benchmark, item.item_id, " ".join(words[start : start + self.n])))
+            self._table.setdefault(
+                digest, (item.benchmark, item.item_id, " ".join(words[start : start + self.n]))
+            )
         self.items += 1
 
     def add_all(self, items: Iterable[BenchmarkItem]) -> NGramIndex:

@@ -14,11 +14,9 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -85,6 +83,12 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
             raise ConfigError(field, f"expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(field, f"expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(field, f"expected a number, got {value!r}")
         return float(value)
@@ -95,7 +99,7 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+def from_dict[T](cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping; unknown keys are errors that name the field."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -177,7 +181,7 @@ def validate_tree(obj: Any, prefix: str = "") -> None:
             raise (err.under(prefix) if prefix else err) from None
 
 
-def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+def load_config[T](cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
     """YAML file (optional) + overrides -> validated `cls`."""
     data = load_yaml(path) if path else {}
     apply_overrides(data, list(overrides or []))
@@ -197,7 +201,7 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_stage_config(cls: type[T], description: str, argv: list[str] | None = None) -> tuple[T, bool]:
+def parse_stage_config[T](cls: type[T], description: str, argv: list[str] | None = None) -> tuple[T, bool]:
     """Parse `--config X.yaml [--dry-run] [k=v ...]`; exit 2 with a one-line reason on a bad config.
 
     Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.

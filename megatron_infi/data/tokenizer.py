@@ -83,12 +83,14 @@ def build_llama3_tokenizer(out_dir: str | Path) -> Path:
     source = assets.llama3_tiktoken()
     source_sha = sha256_file(source)
     stamp = out_dir / "source.json"
-    if (out_dir / "tokenizer.json").exists() and stamp.exists():
-        if json.loads(stamp.read_text()).get("sha256") == source_sha:
-            return out_dir
+    built = (out_dir / "tokenizer.json").exists() and stamp.exists()
+    if built and json.loads(stamp.read_text()).get("sha256") == source_sha:
+        return out_dir
 
     specials = llama3_special_tokens()
-    backend = TikTokenConverter(vocab_file=str(source), pattern=LLAMA3_PATTERN, extra_special_tokens=specials).converted()
+    backend = TikTokenConverter(
+        vocab_file=str(source), pattern=LLAMA3_PATTERN, extra_special_tokens=specials
+    ).converted()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<|begin_of_text|>",
@@ -122,7 +124,9 @@ class Tokenizer:
         from transformers import AutoTokenizer
 
         if not (self.path / "tokenizer.json").exists() and not (self.path / "tokenizer_config.json").exists():
-            raise TokenizerError(f"{self.path}: not a tokenizer dir (no tokenizer.json or tokenizer_config.json)")
+            raise TokenizerError(
+                f"{self.path}: not a tokenizer dir (no tokenizer.json or tokenizer_config.json)"
+            )
         return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
 
     @property

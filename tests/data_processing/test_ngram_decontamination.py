@@ -15,7 +15,9 @@ def test_humaneval_prompt_found_despite_case_and_whitespace():
 
 
 def test_clean_text_and_short_text_do_not_match():
-    index = NGramIndex(n=10).add_all([BenchmarkItem("b", "1", "one two three four five six seven eight nine ten eleven")])
+    index = NGramIndex(n=10).add_all(
+        [BenchmarkItem("b", "1", "one two three four five six seven eight nine ten eleven")]
+    )
     assert not index.is_contaminated("one two three four five six seven eight nine")  # 9 words < n
     assert not index.is_contaminated("completely different words " * 10)
     assert index.is_contaminated("prefix ONE two, three four five six seven eight nine ten suffix")

@@ -1,0 +1,323 @@
+"""The training config (pretrain and anneal): typed sections, validated before anything is allocated."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal
+
+from megatron_infi.config.core import ConfigError
+from megatron_infi.config.presets import PRESETS
+
+
+@dataclass
+class RopeScalingConfig:
+    type: Literal["none", "llama3"] = "none"
+    factor: float = 1.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"
+    arch: Literal["llama", "qwen2"] = "llama"
+    num_layers: int = 4
+    hidden_size: int = 128
+    ffn_hidden_size: int = 384
+    num_attention_heads: int = 8
+    num_query_groups: int = 4
+    vocab_size: int = 128256
+    max_position_embeddings: int = 4096
+    rope_theta: float = 500000.0
+    rope_scaling: RopeScalingConfig = field(default_factory=RopeScalingConfig)
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    qkv_bias: bool = False
+    init_std: float = 0.02
+    # Megatron pads the embedding to a multiple of this x TP so vocab shards are equal and aligned.
+    make_vocab_size_divisible_by: int = 128
+    # Which fused ops implement norms / SwiGLU / RoPE / cross-entropy: auto picks the fastest
+    # available on the device; CPU always uses the torch references.
+    kernels: Literal["auto", "te", "triton", "torch"] = "auto"
+    attention: Literal["auto", "te", "sdpa"] = "auto"
+    recompute: Literal["none", "selective", "full"] = "none"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(
+                "preset", f"unknown preset {self.preset!r} (known: {', '.join(sorted(PRESETS))})"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                "hidden_size",
+                f"{self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}",
+            )
+        if self.num_attention_heads % self.num_query_groups:
+            raise ConfigError(
+                "num_query_groups",
+                f"{self.num_query_groups} does not divide num_attention_heads={self.num_attention_heads}",
+            )
+        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "vocab_size", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be positive")
+
+
+@dataclass
+class ParallelConfig:
+    tensor: int = 1
+    pipeline: int = 1
+    # Microbatches are interleaved over this many model chunks per pipeline rank (1 = plain 1F1B).
+    virtual_pipeline: int = 1
+    sequence_parallel: bool = False
+    distributed_optimizer: bool = False
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
+
+    def validate(self) -> None:
+        for name in ("tensor", "pipeline", "virtual_pipeline"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, "must be >= 1")
+        if self.overlap_param_gather and not self.distributed_optimizer:
+            raise ConfigError("overlap_param_gather", "needs parallel.distributed_optimizer=true")
+
+
+@dataclass
+class BlendEntry:
+    """One dataset of the mix: an indexed-dataset prefix (`<prefix>.bin/.idx`) or a domain name
+    resolved inside `data.dir` (as written by the data pipeline), with a sampling weight."""
+
+    prefix: str | None = None
+    domain: str | None = None
+    weight: float = 1.0
+
+    def validate(self) -> None:
+        if (self.prefix is None) == (self.domain is None):
+            raise ConfigError("prefix", "give exactly one of prefix or domain")
+        if self.weight <= 0:
+            raise ConfigError("weight", f"must be > 0, got {self.weight}")
+
+
+@dataclass
+class DataConfig:
+    tokenizer: str = ""
+    dir: str | None = None
+    blend: list[BlendEntry] = field(default_factory=list)
+    # train/valid/test proportions over each dataset's documents, megatron-style.
+    split: str = "98,2,0"
+    seq_length: int = 256
+    # Built-index cache (GPTDataset's .npy sample/shuffle indices); default <run_dir>/cache/datasets.
+    cache_dir: str | None = None
+    num_workers: int = 0
+    eod_mask_loss: bool = False
+    # Random tokens instead of files (megatron-core's MockGPTDataset): throughput benchmarks only.
+    mock: bool = False
+
+    def validate(self) -> None:
+        if self.mock:
+            return
+        if not self.tokenizer:
+            raise ConfigError("tokenizer", "is required (an HF tokenizer dir)")
+        if not self.blend:
+            raise ConfigError("blend", "is empty: give at least one {prefix|domain, weight}")
+        if any(entry.domain for entry in self.blend) and not self.dir:
+            raise ConfigError("dir", "is required when a blend entry names a domain")
+        try:
+            parts = [float(x) for x in self.split.split(",")]
+        except ValueError:
+            raise ConfigError("split", f"must be comma-separated numbers, got {self.split!r}") from None
+        if len(parts) != 3 or parts[0] <= 0 or any(p < 0 for p in parts):
+            raise ConfigError("split", f"needs three proportions with train > 0, got {self.split!r}")
+        if self.seq_length < 2:
+            raise ConfigError("seq_length", "must be >= 2")
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError("lr", "must be > 0")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError("min_lr", f"must be in [0, lr={self.lr}], got {self.min_lr}")
+
+
+@dataclass
+class ScheduleConfig:
+    # cosine / linear decay to min_lr after warmup; wsd = warmup, stable at lr, then decay over
+    # the last `wsd_decay_iters`; constant = lr after warmup.
+    style: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
+    warmup_iters: int = 0
+    # Iterations over which lr decays (default: train.train_iters).
+    decay_iters: int | None = None
+    wsd_decay_iters: int = 0
+    wsd_decay_style: Literal["linear", "cosine", "exponential", "minus_sqrt"] = "linear"
+
+    def validate(self) -> None:
+        if self.warmup_iters < 0:
+            raise ConfigError("warmup_iters", "must be >= 0")
+        if self.style == "wsd" and self.wsd_decay_iters <= 0:
+            raise ConfigError("wsd_decay_iters", "must be > 0 for style=wsd")
+
+
+@dataclass
+class CheckpointConfig:
+    save_interval: int = 0  # 0: only at the end of training
+    keep_last: int = 3
+    # Weights to start from when the run dir has no checkpoint yet (continued pretraining from a
+    # converted HF model, or annealing from a pretraining run): a checkpoint root dir.
+    load: str | None = None
+    load_iteration: int | None = None
+    # For `load`: carry the optimizer state over (true) or start it fresh (false).
+    load_optimizer: bool = False
+    auto_resume: bool = True
+
+    def validate(self) -> None:
+        if self.save_interval < 0:
+            raise ConfigError("save_interval", "must be >= 0")
+        if self.keep_last < 1:
+            raise ConfigError("keep_last", "must be >= 1")
+
+
+@dataclass
+class LoggingConfig:
+    log_interval: int = 10
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "megatron-infi"
+    # Peak dense bf16 FLOP/s of one device, for MFU (H100 SXM: 989 TF/s).
+    peak_flops: float = 989e12
+
+
+@dataclass
+class TrainLoopConfig:
+    train_iters: int = 100
+    global_batch_size: int = 8
+    micro_batch_size: int = 2
+    eval_interval: int = 0  # 0: no periodic validation
+    eval_iters: int = 2
+    # Save and exit once the iteration is a multiple of this (0: never); the next launch resumes.
+    # For wall-clock-limited jobs: schedule, data order and results are those of one long run.
+    exit_interval: int = 0
+    seed: int = 1234
+    # auto: bf16 (fp32 main params) on GPU, fp32 on CPU.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+    def validate(self) -> None:
+        if self.train_iters < 0:
+            raise ConfigError("train_iters", "must be >= 0")
+        if self.micro_batch_size < 1:
+            raise ConfigError("micro_batch_size", "must be >= 1")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(
+                "global_batch_size",
+                f"{self.global_batch_size} is not a multiple of micro_batch_size={self.micro_batch_size}",
+            )
+
+
+@dataclass
+class TrainConfig:
+    stage: Literal["pretrain", "anneal"] = "pretrain"
+    run_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+
+    @staticmethod
+    def preprocess(data: dict) -> dict:
+        """Expand `model.preset` into its fields; fields given next to it win."""
+        data = copy.deepcopy(data)
+        model = data.get("model") or {}
+        name = model.get("preset", ModelConfig.preset)
+        if name not in PRESETS:
+            raise ConfigError(
+                "model.preset", f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})"
+            )
+        merged = copy.deepcopy(PRESETS[name])
+        for key, value in model.items():
+            if key == "rope_scaling" and isinstance(value, dict):
+                merged["rope_scaling"] = {**merged.get("rope_scaling", {}), **value}
+            else:
+                merged[key] = value
+        merged["preset"] = name
+        data["model"] = merged
+        return data
+
+    def validate(self) -> None:
+        m, p = self.model, self.parallel
+        if m.num_attention_heads % p.tensor:
+            raise ConfigError(
+                "parallel.tensor",
+                f"{p.tensor} does not divide model.num_attention_heads={m.num_attention_heads}",
+            )
+        if m.num_query_groups % p.tensor:
+            raise ConfigError(
+                "parallel.tensor", f"{p.tensor} does not divide model.num_query_groups={m.num_query_groups}"
+            )
+        padded = -(-m.vocab_size // m.make_vocab_size_divisible_by) * m.make_vocab_size_divisible_by
+        if padded % p.tensor:
+            raise ConfigError(
+                "parallel.tensor",
+                f"{p.tensor} does not divide the padded vocab {padded} "
+                f"(model.vocab_size rounded up to model.make_vocab_size_divisible_by)",
+            )
+        if m.ffn_hidden_size % p.tensor:
+            raise ConfigError(
+                "parallel.tensor", f"{p.tensor} does not divide model.ffn_hidden_size={m.ffn_hidden_size}"
+            )
+        if m.num_layers % (p.pipeline * p.virtual_pipeline):
+            raise ConfigError(
+                "parallel.pipeline",
+                f"pipeline={p.pipeline} x virtual_pipeline={p.virtual_pipeline} does not divide "
+                f"model.num_layers={m.num_layers}",
+            )
+        if p.sequence_parallel and p.tensor == 1:
+            raise ConfigError("parallel.sequence_parallel", "needs parallel.tensor > 1")
+        if self.stage == "anneal" and not self.checkpoint.load:
+            raise ConfigError(
+                "checkpoint.load", "stage=anneal needs the pretraining checkpoint to start from"
+            )
+        if self.data.seq_length > m.max_position_embeddings:
+            raise ConfigError(
+                "data.seq_length",
+                f"{self.data.seq_length} exceeds model.max_position_embeddings={m.max_position_embeddings}",
+            )
+
+    def validate_world(self, world_size: int) -> int:
+        """Check the layout against the launched world; returns the data-parallel size."""
+        p, t = self.parallel, self.train
+        model_parallel = p.tensor * p.pipeline
+        if world_size % model_parallel:
+            raise ConfigError(
+                "parallel",
+                f"world size {world_size} is not a multiple of tensor x pipeline = {model_parallel}",
+            )
+        dp = world_size // model_parallel
+        if t.global_batch_size % (t.micro_batch_size * dp):
+            raise ConfigError(
+                "train.global_batch_size",
+                f"{t.global_batch_size} is not a multiple of micro_batch_size x data_parallel = "
+                f"{t.micro_batch_size} x {dp}",
+            )
+        if p.pipeline > 1 and t.global_batch_size // (t.micro_batch_size * dp) < p.pipeline:
+            raise ConfigError(
+                "train.global_batch_size",
+                f"gives {t.global_batch_size // (t.micro_batch_size * dp)} microbatches per step, fewer "
+                f"than parallel.pipeline={p.pipeline}: the pipeline would idle",
+            )
+        return dp
