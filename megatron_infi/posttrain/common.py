@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -272,6 +273,14 @@ def save_hf_dir(trainer, out_dir: str | Path) -> Path:
 def write_json_main(trainer, path: str | Path, obj: Any) -> None:
     if trainer.accelerator.is_main_process:
         atomic_write_json(path, obj)
+
+
+def finish_wandb() -> None:
+    """Close the wandb run a trainer opened: transformers leaves it open after training, and the next
+    phase's trainer would otherwise log into it with its step counter restarted."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def set_tensorboard_dir(trainer, log_dir: str | Path) -> None:

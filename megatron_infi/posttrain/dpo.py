@@ -156,6 +156,7 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
     wall = time.time() - started
     after = _eval_metrics(trainer, trainer.eval_dataset)
     model_dir = common.save_hf_dir(trainer, out / "model")
+    common.finish_wandb()
 
     history = trainer.state.log_history
     summary = {

@@ -164,6 +164,7 @@ def run_phase(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     model_dir = common.save_hf_dir(trainer, phase_dir / "model")
+    common.finish_wandb()
 
     history = trainer.state.log_history
     loss_points = common.losses(history)

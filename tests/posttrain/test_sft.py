@@ -42,10 +42,13 @@ def sft_config(
 @pytest.fixture(scope="module")
 def two_phase_run(tmp_path_factory, tiny_model_dir, sft_data):
     out = tmp_path_factory.mktemp("sft") / "run"
-    cfg = sft_config(
-        tiny_model_dir, out, [("foundational", sft_data["phase1"], 3), ("advanced", sft_data["phase2"], 2)]
-    )
-    return cfg, run_sft(cfg)
+    phases = [("foundational", sft_data["phase1"], 3), ("advanced", sft_data["phase2"], 2)]
+    cfg = sft_config(tiny_model_dir, out, phases, "logging.report_to=[tensorboard, wandb]")
+    with pytest.MonkeyPatch.context() as env:
+        # set_run_caches keeps caches an earlier run set: start from none so wandb writes under `out`.
+        for key in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_MODE"):
+            env.delenv(key, raising=False)
+        return cfg, run_sft(cfg)
 
 
 def test_loss_falls(two_phase_run):
@@ -87,6 +90,7 @@ def test_export_and_run_artifacts(two_phase_run):
     assert json.loads((out / "sft_summary.json").read_text())["final_model"] == str(final)
     assert (out / "loss.png").stat().st_size > 0
     assert list((out / "foundational" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(list((out / "cache" / "wandb").rglob("offline-run-*/run-*.wandb"))) == 2  # one run per phase
     assert not list(out.rglob("*.partial"))
 
 
