@@ -11,6 +11,8 @@ log_history.json, tensorboard/, dpo.png, resolved_config.yaml.
 
 from __future__ import annotations
 
+import copy
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -101,6 +103,9 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
 
     out = Path(cfg.output_dir)
     cfg.check_paths()
+    if (out / "model" / "config.json").is_file() and (out / "summary.json").is_file():
+        print(f"[dpo] already exported at {out / 'model'}, skipping", flush=True)
+        return json.loads((out / "summary.json").read_text())
     set_run_caches(out)
     skipped = SkipCounter()
     records = read_preference_records(cfg.data, skipped)
@@ -129,12 +134,16 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
     )
     tokenizer = common.load_tokenizer(cfg.model)
     model = common.load_causal_lm(cfg.model, cfg.runtime)
+    rows = model.get_input_embeddings().weight.shape[0]
     template = prepare_chat_template(tokenizer, model, cfg.chat_template, need_generation_markers=False)
     ref_model = None
     if cfg.reference == "model":
-        ref_model = common.load_causal_lm(cfg.ref_model or cfg.model, cfg.runtime)
-        if len(tokenizer) > ref_model.get_input_embeddings().weight.shape[0]:
-            ref_model.resize_token_embeddings(len(tokenizer))  # ChatML tokens added to the policy above
+        if cfg.ref_model is None and model.get_input_embeddings().weight.shape[0] != rows:
+            ref_model = copy.deepcopy(
+                model
+            )  # ChatML tokens were just added: the reference must match exactly
+        else:
+            ref_model = common.load_causal_lm(cfg.ref_model or cfg.model, cfg.runtime)
 
     trainer = DPOTrainer(
         model=model,

@@ -85,3 +85,11 @@ def test_precomputed_reference_log_probs(tmp_path, tiny_model_dir, pairs_file):
     summary = run_dpo(cfg)
     assert summary["reference_mode"] == "precomputed" and summary["held_out_pairs"] == 0
     assert summary["train_margins"][-1][1] > 0  # the policy moved away from the precomputed reference
+
+
+def test_finished_run_is_not_trained_again(dpo_run, tiny_model_dir, pairs_file):
+    out, summary = dpo_run
+    weights = out / "model" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert run_dpo(dpo_config(tiny_model_dir, pairs_file, out)) == json.loads(json.dumps(summary))
+    assert weights.stat().st_mtime_ns == before
