@@ -202,6 +202,9 @@ class TrainLoopConfig:
     micro_batch_size: int = 2
     eval_interval: int = 0  # 0: no periodic validation
     eval_iters: int = 2
+    # Save and exit once the iteration is a multiple of this (0: never); the next launch resumes.
+    # For wall-clock-limited jobs: schedule, data order and results are those of one long run.
+    exit_interval: int = 0
     seed: int = 1234
     # auto: bf16 (fp32 main params) on GPU, fp32 on CPU.
     precision: Literal["auto", "bf16", "fp32"] = "auto"

@@ -1,0 +1,292 @@
+"""Distributed checkpoints (megatron-core dist_checkpointing, torch_dist format).
+
+Layout of a checkpoint root (`<run_dir>/checkpoints`):
+
+    iter_0000100/                 dist_checkpointing shards + common.pt, and run.json (readable)
+    latest_checkpointed_iteration.txt
+
+A save writes `.iter_XXXXXXX.tmp/`, renames it into place, and only then rewrites `latest`: a
+crash at any point leaves `latest` naming a complete checkpoint. Model and optimizer states are
+sharded tensors keyed by global parameter names, so a checkpoint loads under any TP/PP layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from megatron_infi.config.core import to_dict
+from megatron_infi.config.schema import TrainConfig
+from megatron_infi.utils import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+LATEST_FILE = "latest_checkpointed_iteration.txt"
+RUN_FILE = "run.json"
+FORMAT_VERSION = 1
+# Reshardable across TP/PP/DP; megatron-core's default for the distributed optimizer
+# ('fully_sharded_model_space') fails without TE/apex ("flattened_range is not supported").
+OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "fully_reshardable"}
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def iter_dirname(iteration: int) -> str:
+    return f"iter_{iteration:07d}"
+
+
+def latest_iteration(root: str | Path) -> int | None:
+    """The iteration `latest` names, if that checkpoint is complete on disk."""
+    path = Path(root) / LATEST_FILE
+    if not path.exists():
+        return None
+    text = path.read_text().strip()
+    if not text.isdigit():
+        raise CheckpointError(f"{path}: expected an iteration number, found {text[:40]!r}")
+    iteration = int(text)
+    if not (Path(root) / iter_dirname(iteration) / RUN_FILE).exists():
+        raise CheckpointError(
+            f"{path} names iteration {iteration}, but {Path(root) / iter_dirname(iteration)} is incomplete"
+        )
+    return iteration
+
+
+def resolve_checkpoint_dir(root: str | Path, iteration: int | None = None) -> tuple[Path, int]:
+    """(iter dir, iteration) for a checkpoint root, a specific iteration, or an iter dir itself."""
+    root = Path(root)
+    if (root / RUN_FILE).exists():
+        return root, int(json.loads((root / RUN_FILE).read_text())["iteration"])
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: checkpoint dir not found")
+    if iteration is None:
+        iteration = latest_iteration(root)
+        if iteration is None:
+            raise CheckpointError(f"{root}: no {LATEST_FILE} (not a checkpoint root)")
+    path = root / iter_dirname(iteration)
+    if not (path / RUN_FILE).exists():
+        raise CheckpointError(f"{path}: checkpoint missing or incomplete (no {RUN_FILE})")
+    return path, iteration
+
+
+def read_run_info(ckpt_dir: str | Path) -> dict:
+    path = Path(ckpt_dir) / RUN_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable ({err})") from None
+
+
+@dataclass
+class TrainState:
+    iteration: int = 0
+    consumed_train_samples: int = 0
+    consumed_valid_samples: int = 0
+
+
+def _layout() -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    from megatron.core import parallel_state as ps
+
+    shape = (
+        ps.get_pipeline_model_parallel_world_size(),
+        ps.get_tensor_model_parallel_world_size(),
+        ps.get_data_parallel_world_size(),
+    )
+    offset = (
+        ps.get_pipeline_model_parallel_rank(),
+        ps.get_tensor_model_parallel_rank(),
+        ps.get_data_parallel_rank(),
+    )
+    return shape, offset
+
+
+def _rng_state() -> dict:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    state = {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "tracker": get_cuda_rng_tracker().get_states(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _model_keys(model: list[torch.nn.Module]) -> list[str]:
+    return ["model"] if len(model) == 1 else [f"model{i}" for i in range(len(model))]
+
+
+def _sharded_state_dict(
+    model,
+    optimizer,
+    scheduler,
+    state: TrainState | None,
+    run_info: dict | None,
+    *,
+    loading: bool,
+    with_optimizer: bool,
+    with_rng: bool,
+) -> dict:
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+    from megatron.core.utils import unwrap_model
+
+    sd: dict = {}
+    # Unwrapped (no DDP / Float16Module) so checkpoint keys are the model's own parameter names.
+    for key, chunk in zip(_model_keys(model), unwrap_model(model), strict=True):
+        sd[key] = chunk.sharded_state_dict()
+    if with_optimizer and optimizer is not None:
+        model_sd = {k: v for k, v in sd.items() if k.startswith("model")}
+        sd["optimizer"] = optimizer.sharded_state_dict(
+            model_sd, is_loading=loading, metadata=OPTIMIZER_SHARDING
+        )
+        if scheduler is not None:
+            sd["opt_param_scheduler"] = scheduler.state_dict()
+    if state is not None:
+        sd["train_state"] = vars(state).copy()
+    if run_info is not None:
+        sd["run"] = run_info
+    if with_rng:
+        shape, offset = _layout()
+        sd["rng_state"] = ShardedObject(
+            "rng_state", _rng_state() if not loading else None, shape, offset, replica_id=0
+        )
+    return sd
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def save_checkpoint(
+    root: str | Path,
+    cfg: TrainConfig,
+    model,
+    optimizer,
+    scheduler,
+    state: TrainState,
+    tokenizer_info: dict,
+) -> Path:
+    """Save atomically and point `latest` at it; prune to `checkpoint.keep_last`. All ranks call this."""
+    from megatron.core import dist_checkpointing
+
+    root = Path(root)
+    final = root / iter_dirname(state.iteration)
+    tmp = root / f".{final.name}.tmp"
+    is_main = not dist.is_initialized() or dist.get_rank() == 0
+    if is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    _barrier()
+    shape, _ = _layout()
+    run_info = {
+        "format_version": FORMAT_VERSION,
+        "iteration": state.iteration,
+        "stage": cfg.stage,
+        "config": to_dict(cfg),
+        "tokenizer": tokenizer_info,
+        "parallel": {
+            "pipeline": shape[0],
+            "tensor": shape[1],
+            "data": shape[2],
+            "virtual_pipeline": len(model),
+        },
+        "distributed_optimizer": cfg.parallel.distributed_optimizer,
+        "train_state": vars(state).copy(),
+    }
+    sd = _sharded_state_dict(
+        model, optimizer, scheduler, state, run_info, loading=False, with_optimizer=True, with_rng=True
+    )
+    dist_checkpointing.save(sd, str(tmp))
+    _barrier()
+    if is_main:
+        # run.json marks the checkpoint complete: written last inside tmp, then the dir is renamed.
+        atomic_write_json(tmp / RUN_FILE, run_info)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        atomic_write_text(root / LATEST_FILE, f"{state.iteration}\n")
+        _prune(root, cfg.checkpoint.keep_last, keep=state.iteration)
+    _barrier()
+    return final
+
+
+def _prune(root: Path, keep_last: int, keep: int) -> None:
+    iters = sorted(int(p.name[5:]) for p in root.glob("iter_*") if p.name[5:].isdigit())
+    for iteration in iters[:-keep_last]:
+        if iteration != keep:
+            shutil.rmtree(root / iter_dirname(iteration), ignore_errors=True)
+    for stale in root.glob(".iter_*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def load_checkpoint(
+    ckpt_dir: Path,
+    model,
+    optimizer=None,
+    scheduler=None,
+    *,
+    load_optimizer: bool,
+    load_train_state: bool,
+) -> TrainState:
+    """Load weights (always), optimizer + scheduler (when asked), RNG (when the layout matches)."""
+    from megatron.core import dist_checkpointing
+
+    info = read_run_info(ckpt_dir)
+    shape, _ = _layout()
+    saved = info.get("parallel", {})
+    same_layout = (saved.get("pipeline"), saved.get("tensor"), saved.get("data")) == shape
+    has_optimizer = load_optimizer and optimizer is not None
+    sd = _sharded_state_dict(
+        model,
+        optimizer,
+        scheduler,
+        TrainState() if load_train_state else None,
+        None,
+        loading=True,
+        with_optimizer=has_optimizer,
+        with_rng=load_train_state and same_layout,
+    )
+    try:
+        loaded = dist_checkpointing.load(sd, str(ckpt_dir))
+    except Exception as err:  # megatron-core raises many types; name the checkpoint in all of them
+        raise CheckpointError(f"{ckpt_dir}: failed to load ({type(err).__name__}: {err})") from err
+    from megatron.core.utils import unwrap_model
+
+    for key, chunk in zip(_model_keys(model), unwrap_model(model), strict=True):
+        chunk.load_state_dict(loaded[key], strict=True)
+    if has_optimizer:
+        optimizer.load_state_dict(loaded["optimizer"])
+        from megatron_infi.training.optim import untie_adam_steps
+
+        untie_adam_steps(optimizer)
+        if scheduler is not None and load_train_state:
+            scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    if load_train_state and same_layout:
+        _set_rng_state(loaded["rng_state"])
+    state = TrainState(**loaded["train_state"]) if load_train_state else TrainState()
+    return state

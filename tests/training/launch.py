@@ -1,0 +1,86 @@
+"""Run the trainer the way users do (torchrun, gloo on CPU) and read back its per-step losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def base_config(run_dir: Path, tokenizer: Path, prefix: Path, **sections) -> dict:
+    """A small, fast training config on the BoolQ corpus (hidden 64: the vocab dominates on CPU)."""
+    cfg = {
+        "run_dir": str(run_dir),
+        "model": {
+            "preset": "tiny",
+            "hidden_size": 64,
+            "ffn_hidden_size": 128,
+            "num_attention_heads": 4,
+            "num_query_groups": 2,
+        },
+        "data": {
+            "tokenizer": str(tokenizer),
+            "blend": [{"prefix": str(prefix)}],
+            "seq_length": 64,
+            "split": "98,2,0",
+        },
+        "train": {"train_iters": 4, "global_batch_size": 8, "micro_batch_size": 2, "seed": 7},
+        "optimizer": {"lr": 2e-3, "min_lr": 2e-4},
+        "schedule": {"style": "cosine", "warmup_iters": 1, "decay_iters": 6},
+        "checkpoint": {"save_interval": 0},
+        "logging": {"log_interval": 1, "tensorboard": False},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            cfg.setdefault(section, {}).update(values)
+        else:
+            cfg[section] = values
+    return cfg
+
+
+def run_train(cfg: dict, nproc: int = 1, overrides: list[str] = (), timeout: int = 600, check: bool = True):
+    """Launch `torchrun -m megatron_infi.train`; returns the CompletedProcess."""
+    run_dir = Path(cfg["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "input.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "megatron_infi.train",
+        "--config",
+        str(config_path),
+        *overrides,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1" if nproc > 1 else os.environ.get("OMP_NUM_THREADS", "2"),
+        "PYTHONPATH": str(REPO),
+        "PYTHONWARNINGS": "ignore",
+    }
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """Per-iteration training loss from the run's metrics log (later entries win on resume)."""
+    out = {}
+    for line in (Path(run_dir) / "logs" / "train_metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            out[record["iteration"]] = record["loss"]
+    return out
