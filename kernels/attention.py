@@ -147,7 +147,9 @@ def resolve_attention(backend: str = "auto") -> str:
             return "te"
         return "flash" if flash_attn_available() else "sdpa"
     if backend not in ATTENTION_BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r} (expected auto, {', '.join(ATTENTION_BACKENDS)})")
+        raise ValueError(
+            f"unknown attention backend {backend!r} (expected auto, {', '.join(ATTENTION_BACKENDS)})"
+        )
     if backend == "te" and not transformer_engine_available():
         raise ValueError("attention=te but Transformer Engine is not installed or CUDA is unavailable")
     if backend == "flash" and not flash_attn_available():

@@ -152,9 +152,10 @@ def _combine_across_shards(m, s, t, group):
     if group is None or dist.get_world_size(group) == 1:
         return m + torch.log(s), t
     stats = torch.stack((m, s, t))
-    gathered = torch.empty((dist.get_world_size(group), *stats.shape), dtype=stats.dtype, device=stats.device)
+    world = dist.get_world_size(group)
+    gathered = torch.empty((world * 3, stats.shape[1]), dtype=stats.dtype, device=stats.device)
     dist.all_gather_into_tensor(gathered, stats, group=group)
-    ms, ss, ts = gathered.unbind(1)
+    ms, ss, ts = gathered.view(world, 3, -1).unbind(1)
     m_all = ms.max(dim=0).values
     s_all = (ss * torch.exp(ms - m_all)).sum(dim=0)
     return m_all + torch.log(s_all), ts.sum(dim=0)
@@ -247,7 +248,9 @@ def linear_cross_entropy(
     if impl not in IMPLS:
         raise ValueError(f"unknown cross-entropy impl {impl!r} (expected one of {sorted(IMPLS)})")
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"need hidden [N, H] and weight [V, H], got {tuple(hidden.shape)}, {tuple(weight.shape)}")
+        raise ValueError(
+            f"need hidden [N, H] and weight [V, H], got {tuple(hidden.shape)}, {tuple(weight.shape)}"
+        )
     if labels.shape != hidden.shape[:1]:
         raise ValueError(f"labels {tuple(labels.shape)} do not match hidden {tuple(hidden.shape)}")
     if hidden.stride(-1) != 1:
@@ -259,7 +262,15 @@ def linear_cross_entropy(
 
 
 def fused_output_loss(
-    *, hidden_states, output_layer, output_weight, labels, loss_mask=None, config=None, impl="triton", **_unused
+    *,
+    hidden_states,
+    output_layer,
+    output_weight,
+    labels,
+    loss_mask=None,
+    config=None,
+    impl="triton",
+    **_unused,
 ) -> torch.Tensor:
     """A GPTModel `output_processor`: per-token loss [b, s] from the decoder's [s, b, h] output,
     with the output layer's tensor / sequence parallelism and without materialised logits.
@@ -278,7 +289,9 @@ def fused_output_loss(
     weight = output_weight if output_weight is not None else output_layer.weight
     group = output_layer.tp_group
     if output_layer.sequence_parallel:
-        hidden = gather_from_sequence_parallel_region(hidden_states, tensor_parallel_output_grad=True, group=group)
+        hidden = gather_from_sequence_parallel_region(
+            hidden_states, tensor_parallel_output_grad=True, group=group
+        )
     else:
         hidden = copy_to_tensor_model_parallel_region(hidden_states, group=group)
     s, b, h = hidden.shape
@@ -312,4 +325,6 @@ class FusedLossGPTModel(GPTModel):
     ):
         if labels is not None and kwargs.get("output_processor") is None:
             kwargs["output_processor"] = functools.partial(fused_output_loss, impl=self.cross_entropy_impl)
-        return super().forward(input_ids, position_ids, attention_mask, decoder_input, labels, *args, **kwargs)
+        return super().forward(
+            input_ids, position_ids, attention_mask, decoder_input, labels, *args, **kwargs
+        )

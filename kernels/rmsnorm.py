@@ -103,8 +103,16 @@ class _RMSNormTriton(torch.autograd.Function):
         block = next_power_of_2(n_cols)
         if n_rows:
             _rmsnorm_fwd_kernel[(n_rows,)](
-                x2, weight, y, rstd, x2.stride(0), y.stride(0), n_cols, eps,
-                BLOCK=block, num_warps=warps_for(block),
+                x2,
+                weight,
+                y,
+                rstd,
+                x2.stride(0),
+                y.stride(0),
+                n_cols,
+                eps,
+                BLOCK=block,
+                num_warps=warps_for(block),
             )
         ctx.save_for_backward(x2, weight, rstd)
         ctx.shape = shape
@@ -124,8 +132,20 @@ class _RMSNormTriton(torch.autograd.Function):
         block = next_power_of_2(n_cols)
         if n_rows:
             _rmsnorm_bwd_kernel[(programs,)](
-                dy2, x2, weight, rstd, dx, dw_partial, dy2.stride(0), x2.stride(0), dx.stride(0),
-                n_rows, n_cols, rows_per_program, BLOCK=block, num_warps=warps_for(block),
+                dy2,
+                x2,
+                weight,
+                rstd,
+                dx,
+                dw_partial,
+                dy2.stride(0),
+                x2.stride(0),
+                dx.stride(0),
+                n_rows,
+                n_cols,
+                rows_per_program,
+                BLOCK=block,
+                num_warps=warps_for(block),
             )
         else:
             dw_partial.zero_()

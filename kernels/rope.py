@@ -215,7 +215,13 @@ class FusedRopeSelfAttention(SelfAttention):
         )
         if not fused:
             return super().forward(
-                hidden_states, attention_mask, key_value_states, inference_context, rotary_pos_emb, *args, **kwargs
+                hidden_states,
+                attention_mask,
+                key_value_states,
+                inference_context,
+                rotary_pos_emb,
+                *args,
+                **kwargs,
             )
         if isinstance(rotary_pos_emb, tuple):
             q_emb, k_emb = rotary_pos_emb
