@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import triton.language as tl
 
 from kernels._triton import device_kernel, next_power_of_2, num_programs, warps_for
-
-import triton.language as tl
 
 
 def rmsnorm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
