@@ -32,7 +32,7 @@ from megatron.core.transformer.transformer_layer import TransformerLayer, Transf
 
 from kernels._triton import triton_importable
 from kernels.attention import resolve_attention, select_core_attention, transformer_engine_available
-from kernels.cross_entropy import FusedLossGPTModel
+from kernels.output_layer import FusedLossGPTModel
 from kernels.rmsnorm import RMSNorm
 from kernels.rope import FusedRopeSelfAttention
 from kernels.swiglu import SwiGLUMLP
