@@ -144,13 +144,18 @@ def _launch(q_in, q_out, k_in, k_out, angles: torch.Tensor, sin_sign: float) -> 
     )  # fmt: skip
 
 
+def _rotatable_in_place(t: torch.Tensor) -> bool:
+    """Autograd allows rewriting a tensor that owns its storage and is not a leaf needing grad."""
+    return t._base is None and not (t.is_leaf and t.requires_grad)
+
+
 class _Rope(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, angles: torch.Tensor):
         # Rotate in place where autograd allows it (a tensor that owns its storage); views, such as
         # megatron's key split out of the fused QKV output, get a fresh output instead.
-        q_out = q if q._base is None else torch.empty_like(q, memory_format=torch.contiguous_format)
-        k_out = k if k._base is None else torch.empty_like(k, memory_format=torch.contiguous_format)
+        q_out = q if _rotatable_in_place(q) else torch.empty_like(q, memory_format=torch.contiguous_format)
+        k_out = k if _rotatable_in_place(k) else torch.empty_like(k, memory_format=torch.contiguous_format)
         _launch(q, q_out, k, k_out, angles, 1.0)
         dirty = [t for t, out in ((q, q_out), (k, k_out)) if t is out]
         if dirty:
