@@ -297,13 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         record = {
             "mode": args.mode,
             "system": args.system,
-            "error": f"{type(err).__name__}: {err}",
-            "ok": False,
+            "seq": args.seq,
+            "mb": args.mb,
+            "accum": args.accum,
         }
-        if args.system == "mcore":
-            record["kernels"] = args.kernels
-        else:
-            record["liger"] = args.liger
+        record.update({"kernels": args.kernels} if args.system == "mcore" else {"liger": args.liger})
+        record.update(error=f"{type(err).__name__}: {err}", ok=False)
     record["wall_s"] = round(time.time() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
