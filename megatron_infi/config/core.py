@@ -83,6 +83,12 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
             raise ConfigError(field, f"expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(field, f"expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(field, f"expected a number, got {value!r}")
         return float(value)

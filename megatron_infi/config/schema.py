@@ -113,8 +113,12 @@ class DataConfig:
     cache_dir: str | None = None
     num_workers: int = 0
     eod_mask_loss: bool = False
+    # Random tokens instead of files (megatron-core's MockGPTDataset): throughput benchmarks only.
+    mock: bool = False
 
     def validate(self) -> None:
+        if self.mock:
+            return
         if not self.tokenizer:
             raise ConfigError("tokenizer", "is required (an HF tokenizer dir)")
         if not self.blend:
@@ -264,6 +268,13 @@ class TrainConfig:
         if m.num_query_groups % p.tensor:
             raise ConfigError(
                 "parallel.tensor", f"{p.tensor} does not divide model.num_query_groups={m.num_query_groups}"
+            )
+        padded = -(-m.vocab_size // m.make_vocab_size_divisible_by) * m.make_vocab_size_divisible_by
+        if padded % p.tensor:
+            raise ConfigError(
+                "parallel.tensor",
+                f"{p.tensor} does not divide the padded vocab {padded} "
+                f"(model.vocab_size rounded up to model.make_vocab_size_divisible_by)",
             )
         if m.ffn_hidden_size % p.tensor:
             raise ConfigError(

@@ -81,8 +81,23 @@ def resolve_blend(cfg: TrainConfig) -> tuple[list[str], list[float]]:
     return prefixes, weights
 
 
-def preflight_data(cfg: TrainConfig) -> Tokenizer:
+@dataclass
+class MockTokenizer:
+    """Stands in for the tokenizer of `data.mock` runs (random tokens over the model's vocab)."""
+
+    vocab_size: int
+    path: str = "mock"
+    sha256: str = ""
+
+    @property
+    def eod_id(self) -> int:
+        return self.vocab_size - 1
+
+
+def preflight_data(cfg: TrainConfig) -> Tokenizer | MockTokenizer:
     """Everything about the data that can be wrong, checked before a model is built."""
+    if cfg.data.mock:
+        return MockTokenizer(cfg.model.vocab_size)
     try:
         tokenizer = load_tokenizer(cfg.data.tokenizer)
         vocab = tokenizer.vocab_size
@@ -131,9 +146,9 @@ class _MegatronTokenizerView:
 def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, data_parallel_size: int):
     """(train, valid) GPTDatasets sized for the whole run; index caches inside the run dir."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
 
-    prefixes, weights = resolve_blend(cfg)
+    prefixes, weights = ([], []) if cfg.data.mock else resolve_blend(cfg)
     train = cfg.train
     evals = (train.train_iters // train.eval_interval + 1) * train.eval_iters if train.eval_interval else 0
     sizes = [train.train_iters * train.global_batch_size, evals * train.global_batch_size, 0]
@@ -141,7 +156,7 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, data_parallel_size: i
     config = GPTDatasetConfig(
         random_seed=train.seed,
         sequence_length=cfg.data.seq_length,
-        blend=(prefixes, weights),
+        blend=(prefixes, weights) if prefixes else None,
         split=cfg.data.split,
         path_to_cache=cache,
         tokenizer=_MegatronTokenizerView(tokenizer.eod_id, tokenizer.vocab_size, str(tokenizer.path)),
@@ -151,7 +166,8 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, data_parallel_size: i
         create_attention_mask=False,
         data_parallel_size=data_parallel_size,
     )
-    train_ds, valid_ds, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    dataset_cls = MockGPTDataset if cfg.data.mock else GPTDataset
+    train_ds, valid_ds, _ = BlendedMegatronDatasetBuilder(dataset_cls, sizes, lambda: True, config).build()
     return train_ds, valid_ds
 
 

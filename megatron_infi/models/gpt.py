@@ -18,10 +18,13 @@ from megatron_infi.config.schema import ModelConfig, ParallelConfig, TrainConfig
 from megatron_infi.models.spec import block_spec, gpt_model_class
 
 
-def padded_vocab_size(vocab_size: int, divisible_by: int, tensor_parallel: int) -> int:
-    """Megatron pads the vocab so every TP shard is equal and a multiple of `divisible_by`."""
-    multiple = divisible_by * tensor_parallel
-    return ((vocab_size + multiple - 1) // multiple) * multiple
+def padded_vocab_size(vocab_size: int, divisible_by: int) -> int:
+    """Embedding rows: the vocab rounded up to a multiple of `divisible_by`.
+
+    Unlike Megatron-LM (multiple of divisible_by x TP), the padding does not depend on TP, so one
+    checkpoint loads under any TP that divides it (config validation checks that).
+    """
+    return ((vocab_size + divisible_by - 1) // divisible_by) * divisible_by
 
 
 def resolve_dtype(precision: str) -> torch.dtype:
@@ -91,9 +94,7 @@ def build_model_chunk(
     return gpt_model_class(model)(
         config=config,
         transformer_layer_spec=spec,
-        vocab_size=padded_vocab_size(
-            model.vocab_size, model.make_vocab_size_divisible_by, cfg.parallel.tensor
-        ),
+        vocab_size=padded_vocab_size(model.vocab_size, model.make_vocab_size_divisible_by),
         max_sequence_length=model.max_position_embeddings,
         pre_process=pre_process,
         post_process=post_process,

@@ -158,6 +158,12 @@ def _sharded_state_dict(
     for key, chunk in zip(_model_keys(model), unwrap_model(model), strict=True):
         sd[key] = chunk.sharded_state_dict()
     if with_optimizer and optimizer is not None:
+        if loading:
+            from megatron_infi.training import mcore_fixes
+            from megatron_infi.training.optim import materialize_adam_state
+
+            mcore_fixes.apply()
+            materialize_adam_state(optimizer)
         model_sd = {k: v for k, v in sd.items() if k.startswith("model")}
         sd["optimizer"] = optimizer.sharded_state_dict(
             model_sd, is_loading=loading, metadata=OPTIMIZER_SHARDING
@@ -271,9 +277,13 @@ def load_checkpoint(
         with_optimizer=has_optimizer,
         with_rng=load_train_state and same_layout,
     )
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
         loaded = dist_checkpointing.load(sd, str(ckpt_dir))
-    except Exception as err:  # megatron-core raises many types; name the checkpoint in all of them
+    # megatron-core and torch DCP raise many types (DCP's derives from BaseException): name the
+    # checkpoint in all of them.
+    except (Exception, CheckpointException) as err:
         raise CheckpointError(f"{ckpt_dir}: failed to load ({type(err).__name__}: {err})") from err
     from megatron.core.utils import unwrap_model
 

@@ -81,3 +81,21 @@ def untie_adam_steps(optimizer) -> int:
                 originals[id(step)] = step
                 state["step"] = step.clone()
     return shared
+
+
+def materialize_adam_state(optimizer) -> None:
+    """Create zero Adam state (with `step`) for parameters that have none yet.
+
+    megatron-core's distributed optimizer builds its load-time state dict from the live optimizer
+    state and, with torch's Adam (no TE / apex), asserts that every parameter has a `step`: a fresh
+    optimizer has none. The zeros are overwritten by the checkpoint's values.
+    """
+    for inner in inner_torch_optimizers(optimizer):
+        for group in inner.param_groups:
+            for param in group["params"]:
+                if not inner.state.get(param):
+                    inner.state[param] = {
+                        "step": torch.tensor(0.0),
+                        "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+                    }

@@ -220,7 +220,11 @@ class Trainer:
         return self._reduce_loss(losses)
 
     def save(self) -> Path:
-        tokenizer_info = {"path": str(Path(self.tokenizer.path).resolve()), "sha256": self.tokenizer.sha256}
+        path = self.tokenizer.path
+        tokenizer_info = {
+            "path": str(Path(path).resolve()) if path != "mock" else path,
+            "sha256": self.tokenizer.sha256,
+        }
         root = Path(self.cfg.run_dir) / "checkpoints"
         path = ckpt.save_checkpoint(
             root, self.cfg, self.model, self.optimizer, self.scheduler, self.state, tokenizer_info

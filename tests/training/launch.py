@@ -84,3 +84,15 @@ def losses(run_dir: Path) -> dict[int, float]:
         if "loss" in record:
             out[record["iteration"]] = record["loss"]
     return out
+
+
+def train_in_process(cfg: dict):
+    """One-rank training inside the test process (gloo group of one); returns (trainer, losses)."""
+    from megatron_infi.config.core import from_dict, validate_tree
+    from megatron_infi.config.schema import TrainConfig
+    from megatron_infi.training.trainer import Trainer
+
+    config = from_dict(TrainConfig, TrainConfig.preprocess(cfg))
+    validate_tree(config)
+    trainer = Trainer(config).setup()
+    return trainer, trainer.run()
