@@ -6,6 +6,7 @@ weights' gradients are partial until megatron-core all-reduces the weights our m
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -79,6 +80,7 @@ def _compare(kernels: str) -> None:
 
 def test_sequence_parallel_matches_tensor_parallel():
     """Both local backends (torch, and triton in the interpreter) in one pair of processes."""
-    from megatron_infi.training.distributed import _free_port
-
-    mp.start_processes(_worker, args=(_free_port(),), nprocs=WORLD, start_method="spawn")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(_worker, args=(port,), nprocs=WORLD, start_method="spawn")

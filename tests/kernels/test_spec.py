@@ -109,7 +109,7 @@ def _stock_megatron_model(cfg: TrainConfig):
     return GPTModel(
         config=config,
         transformer_layer_spec=block,
-        vocab_size=padded_vocab_size(m.vocab_size, m.make_vocab_size_divisible_by, 1),
+        vocab_size=padded_vocab_size(m.vocab_size, m.make_vocab_size_divisible_by),
         max_sequence_length=m.max_position_embeddings,
         share_embeddings_and_output_weights=True,
         position_embedding_type="rope",
@@ -172,3 +172,12 @@ def test_backends_give_the_same_loss_and_gradients(models):
         assert_close_rel(loss, ref_loss, 1e-5, f"{name} loss")
         for param, grad in grads.items():
             assert_close_rel(grad, ref_grads[param], 2e-5, f"{name} {param}")
+
+
+def test_selfcheck_writes_its_report(tmp_path):
+    from kernels.selfcheck import run_selfcheck
+
+    report = run_selfcheck(tmp_path)
+    saved = __import__("json").loads((tmp_path / "kernels_selfcheck.json").read_text())
+    assert saved["ops"].keys() == report["ops"].keys()
+    assert len(report["ops"]) == 8 and all(r["ok"] for r in report["ops"].values()), report
