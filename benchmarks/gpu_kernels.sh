@@ -54,17 +54,19 @@ EOF
 # 1. correctness on the device
 part tests 150 $PY -m pytest -q -m gpu -p no:cacheprovider --junitxml="$OUT/tests.xml" tests/kernels
 
-# 2. whole model, llama3.2-1b, seq 4096, micro-batch 2, 4 micro-batches per step
-MODEL=(benchmarks/kernels_model.py throughput --seq 4096 --mb 2 --accum 4 --warmup 2 --steps 4 --out "$OUT/model.jsonl")
-part model_mcore_triton 75 $PY "${MODEL[@]}" --system mcore --kernels triton
-part model_hf_liger 75 $PY "${MODEL[@]}" --system hf --liger
-part model_mcore_torch 75 $PY "${MODEL[@]}" --system mcore --kernels torch
-part model_hf 70 $PY "${MODEL[@]}" --system hf
-part model_mcore_triton_mb4 70 $PY benchmarks/kernels_model.py throughput --seq 4096 --mb 4 --accum 2 \
-    --warmup 2 --steps 4 --out "$OUT/model.jsonl" --system mcore --kernels triton
+# 2. whole model, llama3.2-1b, seq 4096, micro-batch 2, 4 micro-batches per step; the essential
+#    comparison first, then per-kernel numbers, then the ablations while time is left.
+MODEL=(benchmarks/kernels_model.py throughput --seq 4096 --accum 4 --warmup 2 --steps 4 --out "$OUT/model.jsonl")
+part model_mcore_triton 70 $PY "${MODEL[@]}" --mb 2 --system mcore --kernels triton
+part model_hf_liger 70 $PY "${MODEL[@]}" --mb 2 --system hf --liger
+part model_mcore_torch 70 $PY "${MODEL[@]}" --mb 2 --system mcore --kernels torch
 
 # 3. per kernel (torch.compile last within each op; results are appended as they come)
-part ops 150 $PY benchmarks/kernels_ops.py --out "$OUT/kernels_ops.jsonl"
+part ops 140 $PY benchmarks/kernels_ops.py --out "$OUT/kernels_ops.jsonl"
+
+part model_hf 60 $PY "${MODEL[@]}" --mb 2 --system hf
+part model_mcore_triton_no_wgrad_fusion 60 $PY "${MODEL[@]}" --mb 2 --system mcore --kernels triton --no-wgrad-fusion
+part model_mcore_triton_mb4 60 $PY "${MODEL[@]}" --mb 4 --accum 2 --system mcore --kernels triton
 
 # 4. the table
 $PY benchmarks/kernels_summary.py "$OUT" 2>&1 | tee "$OUT/summary.txt"

@@ -103,6 +103,7 @@ class McoreRun:
         if weights is not None:
             chunk.load_state_dict(weights)
         tconfig.calculate_per_token_loss = True
+        self.wgrad_fusion = tconfig.gradient_accumulation_fusion
         self.ddp = DistributedDataParallel(
             config=tconfig,
             ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True),
@@ -234,7 +235,12 @@ def throughput(args) -> dict:
     )
     if args.system == "mcore":
         record.update(kernels=args.kernels, recompute=args.recompute, attention=args.attention)
+        if args.no_wgrad_fusion:
+            from megatron_infi.models import spec
+
+            spec.WGRAD_FUSION = False
         run = McoreRun(cfg)
+        record["wgrad_fusion"] = run.wgrad_fusion
     else:
         record.update(liger=args.liger, precision=args.hf_precision)
         run = HFRun(cfg.model, args.liger, args.hf_precision)
@@ -278,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recompute", choices=["none", "selective", "full"], default="none")
     parser.add_argument("--attention", choices=["auto", "sdpa", "flash", "te"], default="auto")
     parser.add_argument("--liger", action="store_true")
+    parser.add_argument(
+        "--no-wgrad-fusion", action="store_true", help="ablation: unfused weight-grad accumulation"
+    )
     parser.add_argument("--hf-precision", choices=["bf16", "amp"], default="bf16")
     parser.add_argument("--preset", default="llama3.2-1b", help="tiny: a CPU smoke test of this script")
     parser.add_argument("--seq", type=int, default=4096)

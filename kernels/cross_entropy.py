@@ -120,7 +120,7 @@ IMPLS = {"triton": (_stats_triton, _grad_triton), "torch": (_stats_torch, _grad_
 
 
 @functools.cache
-def _mixed_addmm_ok(device_type: str, dtype: torch.dtype) -> bool:
+def mixed_addmm_supported(device_type: str, dtype: torch.dtype) -> bool:
     """Whether this torch has `addmm(out_dtype=float32, out=acc)` for `dtype` inputs on the device
     (fp32 accumulation inside the GEMM epilogue); checked once on a tiny problem."""
     try:
@@ -137,7 +137,7 @@ def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """acc (fp32) += a @ b."""
     if a.dtype == torch.float32:
         acc.addmm_(a, b)
-    elif _mixed_addmm_ok(a.device.type, a.dtype):
+    elif mixed_addmm_supported(a.device.type, a.dtype):
         torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
     else:
         acc.add_(a @ b)

@@ -140,6 +140,21 @@ def gpt_model_class(model: ModelConfig):
     return functools.partial(FusedLossGPTModel, cross_entropy_impl=backend)
 
 
+# Off: the benchmark's ablation of the fused weight-gradient accumulation (benchmarks/kernels_model.py).
+WGRAD_FUSION = True
+
+
+def gradient_accumulation_fusion(model: ModelConfig) -> bool:
+    """Whether linear layers accumulate weight gradients inside the wgrad GEMM into the fp32
+    main_grad (megatron-core's `gradient_accumulation_fusion`; kernels/wgrad.py provides the GEMM
+    without apex). On with kernels=triton on a GPU whose torch supports it."""
+    if not WGRAD_FUSION or not torch.cuda.is_available() or resolve_backend(model) != "triton":
+        return False
+    from kernels import wgrad
+
+    return wgrad.install()
+
+
 def check_supported(model: ModelConfig, parallel) -> None:
     """Refuse what the selected modules cannot run, before anything is allocated."""
     resolve_backend(model)
