@@ -12,7 +12,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-pytestmark = [pytest.mark.dist]
+pytestmark = [
+    pytest.mark.dist,
+    pytest.mark.skipif(
+        torch.cuda.is_available(), reason="the CPU (gloo, fp32) check; GPUs run test_model_gpu.py"
+    ),
+]
 WORLD = 2
 
 
