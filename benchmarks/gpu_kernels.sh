@@ -67,6 +67,9 @@ part ops 140 $PY benchmarks/kernels_ops.py --out "$OUT/kernels_ops.jsonl"
 part model_hf 60 $PY "${MODEL[@]}" --mb 2 --system hf
 part model_mcore_triton_no_wgrad_fusion 60 $PY "${MODEL[@]}" --mb 2 --system mcore --kernels triton --no-wgrad-fusion
 part model_mcore_triton_mb4 60 $PY "${MODEL[@]}" --mb 4 --accum 2 --system mcore --kernels triton
+part model_mcore_triton_no_fused_adam 60 $PY "${MODEL[@]}" --mb 2 --system mcore --kernels triton --no-fused-adam
+part model_mcore_triton_selective_recompute 60 $PY "${MODEL[@]}" --mb 2 --system mcore --kernels triton \
+    --recompute selective
 
 # 4. the table
 $PY benchmarks/kernels_summary.py "$OUT" 2>&1 | tee "$OUT/summary.txt"

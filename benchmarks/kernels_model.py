@@ -8,7 +8,8 @@ data in the same run; and the triton-vs-torch loss-curve parity check.
 
 A step is `--accum` micro-batches of `--mb` x `--seq` tokens followed by the optimizer step. The
 megatron-core step is the trainer's (megatron_infi/training): bf16 weights with fp32 main params and
-fp32 grad buffers, megatron-core DDP and optimizer, the 1F1B schedule's forward/backward. HF runs in
+fp32 grad buffers, megatron-core DDP and optimizer (with torch's fused AdamW, kernels/optim.py), the
+1F1B schedule's forward/backward. HF runs in
 pure bf16 (bf16 weights, torch's fused AdamW) by default: its fastest and smallest configuration.
 Tokens are real text: the UTF-8 bytes of CPython's standard library sources (ids 0-255).
 MFU = tokens/s x FLOPs/token (6 x matmul params incl. LM head + 12 x layers x hidden x seq) / 989 TF/s.
@@ -85,17 +86,20 @@ def train_config(
 class McoreRun:
     """The trainer's model, DDP, optimizer and schedule on one GPU."""
 
-    def __init__(self, cfg: TrainConfig, seed: int = 1234, weights: dict | None = None):
+    def __init__(
+        self, cfg: TrainConfig, seed: int = 1234, weights: dict | None = None, fused_adam: bool = True
+    ):
         from megatron.core.distributed import (
             DistributedDataParallel,
             DistributedDataParallelConfig,
             finalize_model_grads,
         )
 
+        from kernels.optim import use_fused_adam
         from megatron_infi.models.gpt import build_model, resolve_dtype
         from megatron_infi.models.spec import check_supported
         from megatron_infi.training.distributed import init_model_parallel
-        from megatron_infi.training.optim import build_optimizer
+        from megatron_infi.training.optim import build_optimizer, inner_torch_optimizers
 
         check_supported(cfg.model, cfg.parallel)
         init_model_parallel(1, 1, seed=seed)
@@ -110,6 +114,8 @@ class McoreRun:
             module=chunk,
         )
         self.optimizer = build_optimizer(cfg, [self.ddp], resolve_dtype(cfg.train.precision))
+        # torch's fused AdamW in place of megatron-core's foreach fallback (kernels/optim.py)
+        self.fused_adam = fused_adam and use_fused_adam(inner_torch_optimizers(self.optimizer)) > 0
         tconfig.grad_scale_func = self.optimizer.scale_loss
         tconfig.finalize_model_grads_func = finalize_model_grads
         self.cfg = cfg
@@ -239,8 +245,8 @@ def throughput(args) -> dict:
             from megatron_infi.models import spec
 
             spec.WGRAD_FUSION = False
-        run = McoreRun(cfg)
-        record["wgrad_fusion"] = run.wgrad_fusion
+        run = McoreRun(cfg, fused_adam=not args.no_fused_adam)
+        record.update(wgrad_fusion=run.wgrad_fusion, fused_adam=run.fused_adam)
     else:
         record.update(liger=args.liger, precision=args.hf_precision)
         run = HFRun(cfg.model, args.liger, args.hf_precision)
@@ -284,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recompute", choices=["none", "selective", "full"], default="none")
     parser.add_argument("--attention", choices=["auto", "sdpa", "flash", "te"], default="auto")
     parser.add_argument("--liger", action="store_true")
+    parser.add_argument("--no-fused-adam", action="store_true", help="ablation: megatron's foreach AdamW")
     parser.add_argument(
         "--no-wgrad-fusion", action="store_true", help="ablation: unfused weight-grad accumulation"
     )
