@@ -170,13 +170,14 @@ def chunk_rows(n_rows: int, vocab_local: int, element_size: int) -> int:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, group, vocab_start, ignore_index, impl, chunk):
+    def forward(ctx, hidden, weight, labels, group, vocab_start, ignore_index, impl, chunk, grad_enabled):
         stats_fn, grad_fn = IMPLS[impl]
         n, vocab_local = hidden.shape[0], weight.shape[0]
         valid = labels != ignore_index
         local = labels - vocab_start
         labels_local = torch.where(valid & (local >= 0) & (local < vocab_local), local, -1)
-        need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # needs_input_grad follows requires_grad even under no_grad: evaluation would pay for gradients
+        need_dh, need_dw = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
         loss = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
         d_hidden = torch.empty_like(hidden) if need_dh else None
@@ -225,7 +226,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     correction = (p * (g[idx] - common)[:, None]).to(hidden.dtype)
                     _accumulate(grad_weight, correction.t(), h)
                 grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -255,4 +256,6 @@ def linear_cross_entropy(
         raise ValueError(f"labels {tuple(labels.shape)} do not match hidden {tuple(hidden.shape)}")
     if hidden.stride(-1) != 1:
         hidden = hidden.contiguous()
-    return _LinearCrossEntropy.apply(hidden, weight, labels, group, vocab_start, ignore_index, impl, chunk)
+    return _LinearCrossEntropy.apply(
+        hidden, weight, labels, group, vocab_start, ignore_index, impl, chunk, torch.is_grad_enabled()
+    )

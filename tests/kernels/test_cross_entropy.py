@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from kernels.cross_entropy import IGNORE_INDEX, cross_entropy_reference, linear_cross_entropy
+from kernels.cross_entropy import IMPLS as IMPLS_BY_NAME
 from tests.kernels._util import CE_TOL, DTYPES, assert_close_rel, device
 
 IMPLS = ["torch", "triton"]
@@ -76,12 +77,15 @@ def test_triton_and_torch_row_passes_agree():
         assert_close_rel(b, a, 1e-5)
 
 
-def test_eval_computes_no_gradients():
+def test_eval_computes_no_gradients(monkeypatch):
     hidden, weight, labels = _problem(12, 16, 64, torch.float32, torch.device("cpu"))
     hidden.requires_grad_()
+    passes = []
+    monkeypatch.setitem(IMPLS_BY_NAME, "torch", (IMPLS_BY_NAME["torch"][0], lambda *a: passes.append(a)))
     with torch.no_grad():
         loss = linear_cross_entropy(hidden, weight, labels, impl="torch")
     assert loss.grad_fn is None
+    assert not passes, "no gradient pass in evaluation"
     assert_close_rel(loss, cross_entropy_reference(hidden.detach(), weight, labels), 1e-5)
 
 
