@@ -31,7 +31,20 @@ from kernels.swiglu import swiglu_torch, swiglu_triton  # noqa: E402
 B, S, HIDDEN, FFN, HEADS, GROUPS, HEAD_DIM, VOCAB = 2, 4096, 2048, 8192, 32, 8, 64, 128256
 N = B * S
 DT = torch.bfloat16
+DEV = "cuda"
 EPS = 1e-5
+
+
+def smoke_shapes() -> None:
+    """Tiny shapes on CPU (kernels in Triton's interpreter): a check of this script, not a benchmark."""
+    global B, S, HIDDEN, FFN, HEADS, GROUPS, HEAD_DIM, VOCAB, N, DT, DEV
+    B, S, HIDDEN, FFN, HEADS, GROUPS, HEAD_DIM, VOCAB = 2, 16, 64, 96, 4, 2, 16, 300
+    N, DT, DEV = B * S, torch.float32, "cpu"
+
+
+def _sync() -> None:
+    if DEV == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed(fn, inputs, grads, iters=10, warmup=3) -> tuple[float, float]:
@@ -47,6 +60,11 @@ def timed(fn, inputs, grads, iters=10, warmup=3) -> tuple[float, float]:
 
     for _ in range(warmup):
         step()
+    if DEV != "cuda":
+        start = time.perf_counter()
+        for _ in range(iters):
+            step()
+        return (time.perf_counter() - start) * 1e3 / iters, 0.0
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -63,7 +81,12 @@ def timed(fn, inputs, grads, iters=10, warmup=3) -> tuple[float, float]:
 
 
 def copy_bandwidth_gbs() -> float:
-    x = torch.empty(2**28, dtype=DT, device="cuda")
+    if DEV != "cuda":
+        x = torch.empty(2**20, dtype=DT)
+        start = time.perf_counter()
+        torch.empty_like(x).copy_(x)
+        return 2 * x.numel() * x.element_size() / (time.perf_counter() - start) / 1e9
+    x = torch.empty(2**28, dtype=DT, device=DEV)
     y = torch.empty_like(x)
     for _ in range(3):
         y.copy_(x)
@@ -78,15 +101,15 @@ def copy_bandwidth_gbs() -> float:
 
 
 def _leaf(*shape, scale=1.0):
-    return (torch.randn(*shape, device="cuda") * scale).to(DT).requires_grad_()
+    return (torch.randn(*shape, device=DEV) * scale).to(DT).requires_grad_()
 
 
 # --- the ops: inputs, upstream grads, minimal bytes / flops, implementations -------------------
 
 
 def op_rmsnorm():
-    x, w = _leaf(N, HIDDEN), (1 + 0.1 * torch.randn(HIDDEN, device="cuda")).to(DT).requires_grad_()
-    dy = torch.randn(N, HIDDEN, device="cuda").to(DT)
+    x, w = _leaf(N, HIDDEN), (1 + 0.1 * torch.randn(HIDDEN, device=DEV)).to(DT).requires_grad_()
+    dy = torch.randn(N, HIDDEN, device=DEV).to(DT)
 
     def eager(x, w):
         return F.rms_norm(x, (HIDDEN,), w, EPS)
@@ -100,7 +123,7 @@ def op_rmsnorm():
     def liger():
         from liger_kernel.transformers.rms_norm import LigerRMSNorm
 
-        norm = LigerRMSNorm(HIDDEN, eps=EPS).cuda().to(DT)
+        norm = LigerRMSNorm(HIDDEN, eps=EPS).to(DEV).to(DT)
         return lambda x, w: torch.func.functional_call(norm, {"weight": w}, (x,))
 
     return dict(
@@ -110,7 +133,7 @@ def op_rmsnorm():
 
 def op_swiglu():
     x = _leaf(N, 2 * FFN)
-    dy = torch.randn(N, FFN, device="cuda").to(DT)
+    dy = torch.randn(N, FFN, device=DEV).to(DT)
     impls = {"triton": swiglu_triton, "eager": swiglu_torch}
 
     def liger():
@@ -129,7 +152,7 @@ def op_rope():
 
     q, k = _leaf(S, B, HEADS, HEAD_DIM), _leaf(S, B, GROUPS, HEAD_DIM)
     dq, dk = torch.randn_like(q), torch.randn_like(k)
-    angles = rope_angles(llama3_inv_freq(HEAD_DIM, 500000.0).cuda(), S)
+    angles = rope_angles(llama3_inv_freq(HEAD_DIM, 500000.0).to(DEV), S)
 
     def eager(q, k):  # megatron-core's unfused rotation
         return _apply_rotary_pos_emb_bshd(q, angles), _apply_rotary_pos_emb_bshd(k, angles)
@@ -149,8 +172,8 @@ def op_rope():
         # HF's layout: [b, s, heads, d] projections viewed as [b, heads, s, d].
         q_hf, k_hf = _leaf(B, S, HEADS, HEAD_DIM), _leaf(B, S, GROUPS, HEAD_DIM)
         grads = (
-            torch.randn(B, HEADS, S, HEAD_DIM, device="cuda").to(DT),
-            torch.randn(B, GROUPS, S, HEAD_DIM, device="cuda").to(DT),
+            torch.randn(B, HEADS, S, HEAD_DIM, device=DEV).to(DT),
+            torch.randn(B, GROUPS, S, HEAD_DIM, device=DEV).to(DT),
         )
         return (
             lambda q, k: liger_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin),
@@ -165,8 +188,8 @@ def op_rope():
 def op_ce():
     h = _leaf(N, HIDDEN)
     w = _leaf(VOCAB, HIDDEN, scale=0.02)
-    labels = torch.randint(0, VOCAB, (N,), device="cuda")
-    one = torch.ones((), device="cuda")
+    labels = torch.randint(0, VOCAB, (N,), device=DEV)
+    one = torch.ones((), device=DEV)
 
     def eager(h, w):  # the unfused output layer + loss (HF / megatron without fusion)
         return F.cross_entropy((h @ w.t()).float(), labels)
@@ -280,8 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU: checks this script")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
+    if args.smoke:
+        smoke_shapes()
+    elif not torch.cuda.is_available():
         print("kernels_ops: needs a CUDA device", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
