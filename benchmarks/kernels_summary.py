@@ -51,6 +51,7 @@ def tests_line(path: Path) -> str:
 
 
 def summarise(out: Path) -> str:
+    trainer_rows = read_jsonl(out / "throughput.jsonl")
     model = read_jsonl(out / "model.jsonl")
     ops = read_jsonl(out / "kernels_ops.jsonl")
     parity = read_jsonl(out / "parity.jsonl")
@@ -60,7 +61,20 @@ def summarise(out: Path) -> str:
             f"loss-curve parity (20 steps, triton vs torch): max |diff| {p.get('max_abs_diff')} "
             f"(tolerance {p.get('tolerance')}), loss {p.get('triton', ['?'])[0]} -> {p.get('triton', ['?'])[-1]}"
         )
-    lines += ["", "## Whole model: llama3.2-1b, seq 4096", ""]
+    lines += ["", "## Whole model: llama3.2-1b, seq 4096 (benchmarks/train_throughput.py)", ""]
+    lines += [
+        "| config | tokens/s | MFU | peak GiB | step s | micro-batch x steps |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in trainer_rows:
+        if "error" in r:
+            lines.append(f"| {r.get('label')} | {r['error'][:80]} | | | | |")
+            continue
+        lines.append(
+            f"| {r['label']} | {r['tokens_per_s']:,} | {100 * r['mfu']:.1f}% | {r['peak_mem_gib']} | "
+            f"{r['step_s_median']} | {r['mbs']} x {r['gbs'] // r['mbs']} |"
+        )
+    lines += ["", "## Ablations (benchmarks/kernels_model.py, the trainer's pieces)", ""]
     lines += ["| system | tokens/s | MFU | peak GiB | note |", "|---|---:|---:|---:|---|"]
     for r in model:
         if r.get("mode") != "throughput":
@@ -88,8 +102,9 @@ def summarise(out: Path) -> str:
         lines.append(f"| {r['op']} | {r['impl']} | " + " | ".join(str(c) for c in cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps({"model": model, "ops": ops, "parity": parity}, indent=1))
-    plot(out, model, parity)
+    summary = {"trainer": trainer_rows, "ablations": model, "ops": ops, "parity": parity}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot(out, trainer_rows, parity)
     return text
 
 
@@ -101,10 +116,10 @@ def plot(out: Path, model: list[dict], parity: list[dict]) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    rows = [r for r in model if r.get("mode") == "throughput" and "tokens_per_s" in r]
+    rows = [r for r in model if "tokens_per_s" in r]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     if rows:
-        axes[0].barh([model_label(r) for r in rows], [r["tokens_per_s"] for r in rows])
+        axes[0].barh([r["label"] for r in rows], [r["tokens_per_s"] for r in rows])
         axes[0].set_xlabel("tokens/s (llama3.2-1b, seq 4096, 1 GPU)")
     for p in parity[-1:]:
         axes[1].plot(p["torch"], label="kernels=torch")

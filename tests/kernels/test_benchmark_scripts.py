@@ -34,5 +34,12 @@ def test_kernels_model_and_summary_smoke(tmp_path):
     assert _load("kernels_model").main(args) == 0
     record = json.loads(out.read_text())
     assert record["tokens_per_s"] > 0 and len(record["losses"]) == 2
+    # a row as benchmarks/train_throughput.py prints it
+    row = {"label": "mcore-triton", "impl": "mcore", "mbs": 2, "gbs": 8, "step_s_median": 0.5}
+    row.update(tokens_per_s=65536, mfu=0.5412, peak_mem_gib=30.1)
+    (tmp_path / "throughput.jsonl").write_text(
+        json.dumps(row) + "\n" + '{"label": "hf-liger", "error": "x"}\n'
+    )
     text = _load("kernels_summary").summarise(tmp_path)
+    assert "| mcore-triton | 65,536 | 54.1% | 30.1 | 0.5 | 2 x 4 |" in text
     assert "mcore kernels=torch" in text and (tmp_path / "summary.json").exists()
