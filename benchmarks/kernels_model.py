@@ -1,18 +1,19 @@
-"""Whole-model training throughput on one GPU: the `llama3.2-1b` preset on megatron-core with
-`model.kernels` = torch or triton, and Hugging Face transformers (with or without Liger) on the same
-data in the same run; and the triton-vs-torch loss-curve parity check.
+"""The kernels=triton vs kernels=torch loss-curve parity of the `llama3.2-1b` model, and whole-model
+throughput for ablations that need code-level switches (torch's fused AdamW, the wgrad fusion);
+the headline comparison against HF + Liger goes through the Foundation's
+benchmarks/train_throughput.py (benchmarks/gpu_kernels.sh runs both).
 
+    python benchmarks/kernels_model.py parity --steps 20 --out r.jsonl
     python benchmarks/kernels_model.py throughput --system mcore --kernels triton --out r.jsonl
     python benchmarks/kernels_model.py throughput --system hf --liger --out r.jsonl
-    python benchmarks/kernels_model.py parity --steps 20 --out r.jsonl
 
-A step is `--accum` micro-batches of `--mb` x `--seq` tokens followed by the optimizer step. The
-megatron-core step is the trainer's (megatron_infi/training): bf16 weights with fp32 main params and
-fp32 grad buffers, megatron-core DDP and optimizer (with torch's fused AdamW, kernels/optim.py), the
-1F1B schedule's forward/backward. HF runs in
-pure bf16 (bf16 weights, torch's fused AdamW) by default: its fastest and smallest configuration.
+A step is `--accum` micro-batches of `--mb` x `--seq` tokens followed by the optimizer step, built
+from the trainer's pieces (megatron_infi/training): bf16 weights with fp32 main params and fp32 grad
+buffers, megatron-core DDP and optimizer (plus torch's fused AdamW unless --no-fused-adam), the 1F1B
+schedule's forward/backward. HF runs in pure bf16 (bf16 weights, torch's fused AdamW) by default.
 Tokens are real text: the UTF-8 bytes of CPython's standard library sources (ids 0-255).
 MFU = tokens/s x FLOPs/token (6 x matmul params incl. LM head + 12 x layers x hidden x seq) / 989 TF/s.
+`--preset tiny` runs on CPU: a smoke test of this script.
 """
 
 from __future__ import annotations
