@@ -19,6 +19,7 @@ MFU = tokens/s x FLOPs/token (6 x matmul params incl. LM head + 12 x layers x hi
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import sysconfig
@@ -266,6 +267,7 @@ def parity(args) -> dict:
             weights = run.state_dict()
         curves[kernels] = [run.step([batch]) for batch in data]
         del run
+        gc.collect()  # the model, optimizer and config reference each other
         if _cuda():
             torch.cuda.empty_cache()
     diffs = [abs(a - b) for a, b in zip(curves["torch"], curves["triton"], strict=True)]
