@@ -15,6 +15,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("megatron_infi.demo", "the whole pipeline at toy scale on CPU"),
     ("data", "pretrain"): ("data_processing.pipelines.pretrain", "5-stage pretraining data pipeline"),
     ("data", "train-recall"): ("data_processing.pipelines.train_recall", "train fastText recall classifiers"),
+    ("data", "train-quality"): (
+        "data_processing.pipelines.train_quality",
+        "train the stage-4 quality scorers",
+    ),
     ("data", "sft-select"): ("data_processing.sft.select", "InfiAlign SFT data selection"),
     ("data", "sft-synthesize"): ("data_processing.sft.synthesize", "InfiR SFT data synthesis"),
     ("convert", "from-hf"): ("checkpoints_tools.from_hf", "Hugging Face -> megatron-core checkpoint"),
