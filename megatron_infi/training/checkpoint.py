@@ -250,6 +250,39 @@ def _prune(root: Path, keep_last: int, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+# Per-group schedule values that megatron-core also uses to match saved param groups to live ones.
+_SCHEDULE_KEYS = ("max_lr", "min_lr", "start_wd", "end_wd")
+
+
+def _adopt_current_schedule(loaded_optimizer: dict, optimizer) -> None:
+    """The run being started owns the LR/WD schedule: annealing loads the pretraining optimizer state
+    (Adam moments) under a new peak and minimum LR. megatron-core matches saved param groups by a key
+    that includes those values and would refuse the load, so give the saved groups the live ones
+    (groups are built in the same order from the same model; on a count mismatch megatron-core's own
+    error stands)."""
+    saved: list[dict] = []
+
+    def collect(node) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("param_groups"), list):
+                saved.extend(node["param_groups"])
+                return
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(loaded_optimizer)
+    live = optimizer.param_groups
+    if len(saved) != len(live):
+        return
+    for saved_group, live_group in zip(saved, live, strict=True):
+        for key in _SCHEDULE_KEYS:
+            if key in live_group:
+                saved_group[key] = live_group[key]
+
+
 def load_checkpoint(
     ckpt_dir: Path,
     model,
@@ -290,6 +323,7 @@ def load_checkpoint(
     for key, chunk in zip(_model_keys(model), unwrap_model(model), strict=True):
         chunk.load_state_dict(loaded[key], strict=True)
     if has_optimizer:
+        _adopt_current_schedule(loaded["optimizer"], optimizer)
         optimizer.load_state_dict(loaded["optimizer"])
         from megatron_infi.training.optim import untie_adam_steps
 

@@ -47,7 +47,8 @@ def test_damaged_checkpoint_names_the_dir(tmp_path, boolq_corpus):
         train_in_process(base_config(tmp_path / "run", tokenizer, prefix, train={"train_iters": 2}))
 
 
-def test_anneal_starts_from_pretrain_weights_and_decays_to_min_lr(tmp_path, boolq_corpus):
+@pytest.mark.parametrize("load_optimizer", [False, True], ids=["weights", "weights+adam"])
+def test_anneal_starts_from_pretrain_weights_and_decays_to_min_lr(tmp_path, boolq_corpus, load_optimizer):
     tokenizer, prefix = boolq_corpus
     pre = base_config(
         tmp_path / "pre",
@@ -69,7 +70,8 @@ def test_anneal_starts_from_pretrain_weights_and_decays_to_min_lr(tmp_path, bool
         train={"train_iters": 3, "seed": 11},
         schedule={"style": "linear", "warmup_iters": 0, "decay_iters": 3},
         optimizer={"lr": 5e-4, "min_lr": 5e-5},
-        checkpoint={"load": str(tmp_path / "pre" / "checkpoints"), "load_optimizer": False},
+        # A new peak and minimum LR: the annealing schedule wins even when Adam's moments carry over.
+        checkpoint={"load": str(tmp_path / "pre" / "checkpoints"), "load_optimizer": load_optimizer},
     )
     trainer, anneal_losses = train_in_process(anneal)
     # Started from the trained weights, not from scratch (a fresh model is at ~ln(vocab) = 11.8).
