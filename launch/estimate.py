@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(TrainConfig, args.config, args.overrides)
             result = from_train_config(cfg, args.gpus, args.mfu, peak)
         elif args.preset and args.seq and args.tokens:
-            model = from_dict(ModelConfig, TrainConfig.preprocess({"model": {"preset": args.preset}})["model"])
+            model = from_dict(
+                ModelConfig, TrainConfig.preprocess({"model": {"preset": args.preset}})["model"]
+            )
             result = estimate(model, args.seq, args.tokens, args.gpus, args.mfu, peak or H100_BF16_DENSE)
         else:
             parser.error("give --config, or --preset with --seq and --tokens")
