@@ -330,6 +330,10 @@ def load_checkpoint(
         untie_adam_steps(optimizer)
         if scheduler is not None and load_train_state:
             scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    elif optimizer is not None:
+        # Weights only: a mixed-precision optimizer's fp32 main params are copies made from the
+        # initial weights; without this the first step writes those back over the loaded ones.
+        optimizer.reload_model_params()
     if load_train_state and same_layout:
         _set_rng_state(loaded["rng_state"])
     state = TrainState(**loaded["train_state"]) if load_train_state else TrainState()
