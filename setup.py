@@ -37,12 +37,15 @@ EXTRAS = {
         "faiss-cpu>=1.8",
         "pyarrow>=15",
         "xxhash>=3",
+        "orjson>=3.9",  # datatrove's JSONL reader and writer import it without declaring it
     ],
     "post": [
         "trl>=1.10,<2",
         "accelerate>=1.10",
         "datasets>=4",
         "math-verify==0.9.0",
+        "reasoning-gym==0.1.25",  # posttrain.reference_data: GSM-Symbolic SFT data and DPO-pair problems
+        "champ-dataset==1.0.0",  # posttrain.reference_data: CHAMP solutions and real model errors
     ],
     "eval": [
         "math-verify==0.9.0",
@@ -64,6 +67,7 @@ EXTRAS = {
         "flash-attn>=2.7",
         "vllm>=0.10",
         "liger-kernel>=0.6",
+        "deepspeed>=0.16",  # launch/accelerate/zero3*.yaml (post-training on several GPUs)
     ],
 }
 EXTRAS["all"] = sorted({dep for name in ("data", "post", "eval", "dev") for dep in EXTRAS[name]})

@@ -39,7 +39,7 @@ class ModelConfig:
     # Which fused ops implement norms / SwiGLU / RoPE / cross-entropy: auto picks the fastest
     # available on the device; CPU always uses the torch references.
     kernels: Literal["auto", "te", "triton", "torch"] = "auto"
-    attention: Literal["auto", "te", "sdpa"] = "auto"
+    attention: Literal["auto", "te", "flash", "sdpa"] = "auto"
     recompute: Literal["none", "selective", "full"] = "none"
 
     @property

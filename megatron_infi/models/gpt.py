@@ -15,7 +15,7 @@ from megatron.core.transformer.transformer_block import get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_infi.config.schema import ModelConfig, ParallelConfig, TrainConfig
-from megatron_infi.models.spec import block_spec
+from megatron_infi.models.spec import block_spec, gpt_model_class, gradient_accumulation_fusion
 
 
 def padded_vocab_size(vocab_size: int, divisible_by: int) -> int:
@@ -71,6 +71,8 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig, dtype: torc
         # gloo has no batched p2p; NCCL is faster with it.
         batch_p2p_comm=on_gpu,
         deallocate_pipeline_outputs=on_gpu,
+        # wgrad GEMMs accumulate into the fp32 main_grad (kernels/wgrad.py) where supported.
+        gradient_accumulation_fusion=gradient_accumulation_fusion(model),
         **recompute,
     )
 
@@ -90,7 +92,8 @@ def build_model_chunk(
         raise ValueError(
             "model.rope_scaling.original_max_position_embeddings must be 8192 for llama3 scaling"
         )
-    return GPTModel(
+    # GPTModel, or its subclass with the fused output layer + cross-entropy (models/spec.py).
+    return gpt_model_class(model)(
         config=config,
         transformer_layer_spec=spec,
         vocab_size=padded_vocab_size(model.vocab_size, model.make_vocab_size_divisible_by),

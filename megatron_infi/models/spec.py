@@ -1,25 +1,41 @@
 """Which modules make up a transformer layer: the selection point between Transformer Engine,
-our kernels and torch reference ops. The layer's structure (pre-norm, GQA self-attention with
-fused QKV, SwiGLU MLP) is the same whichever is chosen, and checkpoints use Transformer Engine's
-parameter names in every case, so they load across backends.
+our Triton kernels and their torch references. The layer's structure (pre-norm, GQA self-attention
+with fused QKV, SwiGLU MLP) is the same whichever is chosen, and checkpoints use Transformer
+Engine's parameter names in every case, so they load across backends.
+
+Backends (`model.kernels`):
+- `te`: megatron-core's Transformer Engine spec (fused norm + linear, TE attention).
+- `triton`: kernels/ — RMSNorm, SwiGLU, RoPE and the fused output layer + cross-entropy in Triton.
+- `torch`: the same modules with torch reference ops (RMSNorm via torch's rms_norm, megatron's
+  unfused SwiGLU and RoPE, the chunked linear + cross-entropy in torch). CPU always runs this.
+`auto` picks te, then triton (CUDA), then torch. Both local backends use our RMSNorm, which marks
+its weight for megatron-core's sequence-parallel grad all-reduce, so sequence parallelism works
+with all three.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
+import torch
 from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
+from megatron.core.models.gpt import GPTModel
 from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.attention import SelfAttention, SelfAttentionSubmodules
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.identity_op import IdentityOp
 from megatron.core.transformer.mlp import MLP, MLPSubmodules
 from megatron.core.transformer.spec_utils import ModuleSpec
-from megatron.core.transformer.torch_norm import WrappedTorchNorm
 from megatron.core.transformer.transformer_block import TransformerBlock, TransformerBlockSubmodules
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
-from kernels.attention import select_core_attention, transformer_engine_available
+from kernels._triton import triton_importable
+from kernels.attention import resolve_attention, select_core_attention, transformer_engine_available
+from kernels.output_layer import FusedLossGPTModel
+from kernels.rmsnorm import RMSNorm
+from kernels.rope import FusedRopeSelfAttention
+from kernels.swiglu import SwiGLUMLP
 from megatron_infi.config.core import ConfigError
 from megatron_infi.config.schema import ModelConfig
 
@@ -30,13 +46,33 @@ _TE_NAMES = {
 }
 
 
+def _triton_interpreter_requested() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
 def resolve_backend(model: ModelConfig) -> str:
-    """'te' when Transformer Engine is usable and allowed, else 'torch'."""
-    if model.kernels == "te" and not transformer_engine_available():
-        raise ValueError("model.kernels=te but Transformer Engine is not installed or CUDA is unavailable")
-    if model.kernels in ("auto", "te") and transformer_engine_available():
+    """'te', 'triton' or 'torch' for `model.kernels` on this machine; raises ConfigError naming
+    `model.kernels` when the requested backend cannot run here."""
+    on_gpu = torch.cuda.is_available()
+    if model.kernels == "te":
+        if not transformer_engine_available():
+            raise ConfigError("model.kernels", "te needs Transformer Engine installed and a CUDA device")
         return "te"
-    return "torch"
+    if model.kernels == "triton":
+        if not triton_importable():
+            raise ConfigError("model.kernels", "triton is not installed")
+        if not on_gpu and not _triton_interpreter_requested():
+            raise ConfigError(
+                "model.kernels",
+                "triton needs a CUDA device; on CPU use model.kernels=torch (or set TRITON_INTERPRET=1 "
+                "to run the kernels in Triton's interpreter, for testing only: it is very slow)",
+            )
+        return "triton"
+    if model.kernels == "torch":
+        return "torch"
+    if transformer_engine_available():
+        return "te"
+    return "triton" if on_gpu and triton_importable() else "torch"
 
 
 def _te_layer_spec() -> ModuleSpec:
@@ -45,19 +81,24 @@ def _te_layer_spec() -> ModuleSpec:
     return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=False)
 
 
-def _local_layer_spec(model: ModelConfig) -> ModuleSpec:
-    norm = WrappedTorchNorm
-    attention = "sdpa" if model.attention == "auto" else model.attention
+def _norm(backend: str):
+    return functools.partial(RMSNorm, impl="triton" if backend == "triton" else "torch")
+
+
+def _local_layer_spec(model: ModelConfig, backend: str) -> ModuleSpec:
+    triton = backend == "triton"
+    norm = _norm(backend)
+    mlp_class = SwiGLUMLP if triton else MLP
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
             input_layernorm=norm,
             self_attention=ModuleSpec(
-                module=SelfAttention,
+                module=FusedRopeSelfAttention if triton else SelfAttention,
                 params={"attn_mask_type": AttnMaskType.causal},
                 submodules=SelfAttentionSubmodules(
                     linear_qkv=ColumnParallelLinear,
-                    core_attention=select_core_attention(attention),
+                    core_attention=select_core_attention(model.attention),
                     linear_proj=RowParallelLinear,
                     q_layernorm=IdentityOp,
                     k_layernorm=IdentityOp,
@@ -66,7 +107,7 @@ def _local_layer_spec(model: ModelConfig) -> ModuleSpec:
             self_attn_bda=get_bias_dropout_add,
             pre_mlp_layernorm=norm,
             mlp=functools.partial(
-                MLP.as_mlp_submodule,
+                mlp_class.as_mlp_submodule,
                 submodules=MLPSubmodules(linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear),
             ),
             mlp_bda=get_bias_dropout_add,
@@ -77,23 +118,47 @@ def _local_layer_spec(model: ModelConfig) -> ModuleSpec:
 
 def block_spec(model: ModelConfig, num_local_layers: int) -> ModuleSpec:
     """The decoder block of one pipeline chunk: `num_local_layers` layers and the final norm."""
-    if resolve_backend(model) == "te":
+    backend = resolve_backend(model)
+    if backend == "te":
         from megatron.core.extensions.transformer_engine import TENorm
 
         layer, final_norm = _te_layer_spec(), TENorm
     else:
-        layer, final_norm = _local_layer_spec(model), WrappedTorchNorm
+        layer, final_norm = _local_layer_spec(model, backend), _norm(backend)
     return ModuleSpec(
         module=TransformerBlock,
         submodules=TransformerBlockSubmodules(layer_specs=[layer] * num_local_layers, layer_norm=final_norm),
     )
 
 
+def gpt_model_class(model: ModelConfig):
+    """The GPTModel constructor: the local backends compute the training loss with the fused
+    output layer + cross-entropy (Triton or torch); TE keeps megatron-core's logits path."""
+    backend = resolve_backend(model)
+    if backend == "te":
+        return GPTModel
+    return functools.partial(FusedLossGPTModel, cross_entropy_impl=backend)
+
+
+# Off: the benchmark's ablation of the fused weight-gradient accumulation (benchmarks/kernels_model.py).
+WGRAD_FUSION = True
+
+
+def gradient_accumulation_fusion(model: ModelConfig) -> bool:
+    """Whether linear layers accumulate weight gradients inside the wgrad GEMM into the fp32
+    main_grad (megatron-core's `gradient_accumulation_fusion`; kernels/wgrad.py provides the GEMM
+    without apex). On with kernels=triton on a GPU whose torch supports it."""
+    if not WGRAD_FUSION or not torch.cuda.is_available() or resolve_backend(model) != "triton":
+        return False
+    from kernels import wgrad
+
+    return wgrad.install()
+
+
 def check_supported(model: ModelConfig, parallel) -> None:
-    """Refuse layouts the selected modules cannot run, before anything is allocated."""
-    if parallel.sequence_parallel and resolve_backend(model) != "te":
-        raise ConfigError(
-            "parallel.sequence_parallel",
-            "needs a norm that supports sequence parallelism: megatron-core's torch norm does not. "
-            "Install Transformer Engine (model.kernels=te) or set parallel.sequence_parallel=false",
-        )
+    """Refuse what the selected modules cannot run, before anything is allocated."""
+    resolve_backend(model)
+    try:
+        resolve_attention(model.attention)
+    except ValueError as err:
+        raise ConfigError("model.attention", str(err)) from None

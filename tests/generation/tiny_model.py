@@ -29,3 +29,14 @@ def build_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0, max_posi
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def shared_tiny_llama(base: Path) -> tuple[Path, Path]:
+    """(tokenizer dir, model dir) under `base`, built once per test session whichever test dir asks first."""
+    from megatron_infi.data.tokenizer import build_llama3_tokenizer
+
+    tokenizer_dir = build_llama3_tokenizer(base / "llama3-tokenizer")
+    model_dir = base / "tiny-llama"
+    if not (model_dir / "config.json").exists():
+        build_tiny_llama(model_dir, tokenizer_dir)
+    return tokenizer_dir, model_dir

@@ -73,6 +73,14 @@ def test_hostile_programs_are_stopped_with_the_right_status(code, status, marker
     assert result.seconds < 10
 
 
+def test_guard_holds_without_a_network_namespace(monkeypatch):
+    from megatron_infi.scoring import code
+
+    monkeypatch.setattr(code, "network_namespace_prefix", lambda: ())
+    result = run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))")
+    assert result.status == "blocked" and "socket" in result.stderr
+
+
 def test_program_sees_its_stdin_files_and_its_own_dir_only():
     code = (
         "import os, sys\n"

@@ -1,0 +1,85 @@
+"""The data stage of `make demo`: bundled real corpus -> recall + quality models -> five stages -> .bin/.idx.
+
+    python -m data_processing.demo [OUT_DIR]        # default runs/demo/data
+    from data_processing.demo import run; manifest_path = run("runs/demo/data")
+
+Writes under OUT_DIR: corpus/ (demo_corpus.build), tokenizer/ (Llama-3), models/ (recall.bin,
+edu.json, math_quality.json with their metrics), out/ (the pipeline run: <domain>.bin/.idx,
+manifest.json, decontamination_report.json, report.md, funnel.png). Re-running resumes / reuses.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from data_processing import demo_corpus
+from data_processing.pipelines import pretrain, train_quality, train_recall
+from data_processing.pipelines.config import PretrainDataConfig
+from megatron_infi.config.core import from_dict, load_yaml, validate_tree
+from megatron_infi.data.tokenizer import build_llama3_tokenizer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "launch" / "configs" / "data"
+
+
+def _config(cls, name: str, values: dict):
+    data = load_yaml(CONFIGS / name)
+    data.update(values)
+    cfg = from_dict(cls, data)
+    validate_tree(cfg)
+    return cfg
+
+
+def run(
+    out_dir: str | Path = "runs/demo/data",
+    size: str = "demo",
+    tokenizer_dir: str | Path | None = None,
+    tasks: int = 2,
+    workers: int = 1,
+) -> Path:
+    """Build everything the data stage needs under `out_dir` and run it; returns the manifest path."""
+    out = Path(out_dir).resolve()
+    corpus = demo_corpus.build(out / "corpus", size=size)
+    tokenizer = Path(tokenizer_dir) if tokenizer_dir else build_llama3_tokenizer(out / "tokenizer")
+    models = out / "models"
+    if not (models / "recall.bin").is_file():
+        train_recall.train(
+            _config(
+                train_recall.TrainRecallConfig,
+                "demo_recall.yaml",
+                {"output": str(models / "recall.bin"), "seeds": corpus.seeds, "negatives": corpus.negatives},
+            )
+        )
+    for name, labelled in (("edu", "edu"), ("math_quality", "math_quality")):
+        if not (models / f"{name}.json").is_file():
+            train_quality.train(
+                _config(
+                    train_quality.TrainQualityConfig,
+                    f"demo_{name}.yaml",
+                    {"output": str(models / f"{name}.json"), "data": corpus.labelled[labelled]},
+                )
+            )
+    data = load_yaml(CONFIGS / "demo.yaml")
+    data["output_dir"] = str(out / "out")
+    data["sources"] = corpus.sources
+    data["recall"]["model_path"] = str(models / "recall.bin")
+    data["quality"]["edu"]["model_path"] = str(models / "edu.json")
+    data["quality"]["math"]["model_path"] = str(models / "math_quality.json")
+    data["decontamination"]["benchmarks"] = corpus.benchmarks
+    data["tokenize"]["tokenizer"] = str(tokenizer)
+    data["executor"].update(tasks=tasks, workers=workers)
+    cfg = from_dict(PretrainDataConfig, data)
+    validate_tree(cfg)
+    root = pretrain.run(cfg)
+    return root / "manifest.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    manifest = run(argv[0] if argv else "runs/demo/data")
+    print(f"data stage done: {manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

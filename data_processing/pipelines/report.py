@@ -1,0 +1,111 @@
+"""report.md and funnel.png of a pretraining data run, rendered from its manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from megatron_infi.utils import atomic_write_bytes, atomic_write_text
+
+
+def plot_funnel(funnel: dict[str, dict[str, dict[str, int]]], path: Path) -> None:
+    """Documents and tokens left after each stage, one line per domain (log scale)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(funnel)
+    domains = list(dict.fromkeys(d for rows in funnel.values() for d in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("documents", "tokens"), strict=True):
+        for domain in domains:
+            values = [funnel[s].get(domain, {}).get(metric, 0) for s in stages]
+            ax.plot(stages, values, marker="o", label=domain)
+        ax.set_title(f"{metric} left after each stage")
+        ax.set_yscale("symlog")
+        ax.grid(alpha=0.3)
+        ax.tick_params(axis="x", rotation=30)
+    axes[0].legend(title="domain", loc="lower left", fontsize="small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(manifest: dict) -> str:
+    out = [
+        "# Pretraining data run",
+        "",
+        f"Created {manifest['created']}; tokenizer `{manifest['tokenizer']['path']}` "
+        f"(vocab {manifest['tokenizer']['vocab_size']}, EOD `{manifest['tokenizer']['eod_token']}`), "
+        f"dtype {manifest['dtype']}.",
+        "",
+        "## Output",
+        "",
+    ]
+    out += _table(
+        ["domain", "files", "documents", "tokens (with EOD)"],
+        [[d, f"{v['prefix']}.bin/.idx", v["documents"], v["tokens"]] for d, v in manifest["domains"].items()],
+    )
+    out += [
+        "",
+        f"Total: {manifest['documents']} documents, {manifest['tokens']} tokens.",
+        "",
+        "## Funnel",
+        "",
+        "![funnel](funnel.png)",
+        "",
+    ]
+    funnel = manifest["funnel"]
+    domains = list(next(iter(funnel.values()), {}))
+    out += _table(
+        ["stage"] + [f"{d} docs / tokens" for d in domains],
+        [
+            [stage]
+            + [f"{rows.get(d, {}).get('documents', 0)} / {rows.get(d, {}).get('tokens', 0)}" for d in domains]
+            for stage, rows in funnel.items()
+        ],
+    )
+    out += ["", "## Drops by step", ""]
+    rows = []
+    for stage, steps in manifest["stages"].items():
+        for step in steps:
+            reasons = ", ".join(f"{k}: {v}" for k, v in step["reasons"].items()) or "-"
+            rows.append([stage, step["step"], step["total"], step["kept"], step["dropped"], reasons])
+    out += _table(["stage", "step", "in", "kept", "dropped", "reasons"], rows)
+    if manifest["quarantined"]:
+        out += ["", "## Quarantined records (see quarantine/<source>/)", ""]
+        out += _table(
+            ["source", "reasons"],
+            [[s, ", ".join(f"{k}: {v}" for k, v in r.items())] for s, r in manifest["quarantined"].items()],
+        )
+    if manifest["decontamination"]:
+        out += [
+            "",
+            f"## Decontamination: {manifest['decontamination']['documents_dropped']} documents dropped "
+            "(decontamination_report.json)",
+        ]
+    out += ["", "## Sources", ""]
+    out += _table(
+        ["name", "domain", "format", "files", "bytes", "path"],
+        [
+            [s["name"], s["domain"], s["format"], s["files"], s["bytes"], s["path"]]
+            for s in manifest["sources"]
+        ],
+    )
+    return "\n".join(out) + "\n"
+
+
+def write_report(root: Path, manifest: dict) -> None:
+    if manifest["funnel"]:
+        plot_funnel(manifest["funnel"], root / "funnel.png")
+    atomic_write_text(root / "report.md", render_markdown(manifest))

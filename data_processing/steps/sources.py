@@ -1,0 +1,228 @@
+"""Source readers: JSONL / parquet / HF-datasets-on-disk -> datatrove Documents tagged with their domain.
+
+A bad record never stops a run: malformed JSON, non-UTF-8 bytes, a missing or non-string text field,
+empty or oversized text are counted (`quarantined_<reason>` in the step stats) and written with their
+file and line to `<quarantine_dir>/<source>/<rank>.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolderLike, get_datafolder
+from datatrove.pipeline.readers.base import BaseDiskReader
+from datatrove.pipeline.readers.huggingface import HuggingFaceDatasetReader
+
+METADATA_FIELDS = ("language", "path", "url", "title")
+_EXCERPT = 200
+
+
+class Quarantine:
+    """Per-rank JSONL of skipped records, opened on the first one (a clean shard leaves no file)."""
+
+    def __init__(self, folder: DataFolderLike, source: str):
+        self.folder = get_datafolder(folder)
+        self.source = source
+        self._handle = None
+        self._rank = 0
+
+    def start(self, rank: int) -> None:
+        self.close()
+        self._rank = rank
+        path = f"{self.source}/{rank:05d}.jsonl"
+        if self.folder.exists(path):
+            self.folder.rm(path)  # a rerun of this rank rewrites its quarantine from scratch
+
+    def add(self, reason: str, file: str, line: int | str, raw: Any) -> None:
+        if self._handle is None:
+            self._handle = self.folder.open(f"{self.source}/{self._rank:05d}.jsonl", "wt")
+        excerpt = raw if isinstance(raw, str) else repr(raw)
+        record = {
+            "source": self.source,
+            "file": file,
+            "line": line,
+            "reason": reason,
+            "excerpt": excerpt[:_EXCERPT],
+        }
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class _ValidatingSource:
+    """Shared record checks; `self` is also a datatrove reader (for stat_update).
+
+    Subclasses call `_name_source` before the reader's __init__ (stats take the step name from it)."""
+
+    source_name: str
+    domain: str
+    min_chars: int
+    max_chars: int
+    quarantine: Quarantine
+
+    def _name_source(self, kind: str, source_name: str) -> None:
+        self.name = f"📥 {source_name} ({kind})"
+
+    def _init_source(self, source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields):
+        self.source_name = source_name
+        self.domain = domain
+        self.min_chars = min_chars
+        self.max_chars = max_chars
+        self.metadata_fields = tuple(metadata_fields)
+        self.quarantine = Quarantine(quarantine_dir, source_name)
+
+    def _skip(self, reason: str, file: str, line: int | str, raw: Any) -> None:
+        self.stat_update(f"quarantined_{reason}")
+        self.quarantine.add(reason, file, line, raw)
+
+    def _make_document(self, record: Any, file: str, line: int | str) -> Document | None:
+        if not isinstance(record, dict):
+            self._skip("not-an-object", file, line, record)
+            return None
+        text = record.get(self.text_key)
+        if text is None:
+            self._skip("missing-text-field", file, line, json.dumps(record, default=str)[:_EXCERPT])
+            return None
+        if not isinstance(text, str):
+            self._skip("text-not-a-string", file, line, text)
+            return None
+        stripped = len(text.strip())
+        if stripped < self.min_chars:
+            self._skip("empty-text", file, line, text)
+            return None
+        if len(text) > self.max_chars:
+            self._skip("too-large", file, line, f"{len(text)} chars: {text[:_EXCERPT]}")
+            return None
+        raw_id = record.get(self.id_key)
+        doc_id = f"{self.source_name}/{raw_id}" if raw_id is not None else f"{self.source_name}/{file}:{line}"
+        metadata = {"domain": self.domain, "source": self.source_name, "file": file, "line": line}
+        for key in self.metadata_fields:
+            if isinstance(record.get(key), str | int | float):
+                metadata[key] = record[key]
+        self.stat_update("documents_read")
+        return Document(text=text, id=doc_id, metadata=metadata)
+
+
+class JsonlSource(_ValidatingSource, BaseDiskReader):
+    """JSONL(.gz/.zst) files read line by line, so a broken line costs one record, not the file."""
+
+    def __init__(
+        self,
+        data_folder: DataFolderLike,
+        source_name: str,
+        domain: str,
+        quarantine_dir: DataFolderLike,
+        text_key: str = "text",
+        id_key: str = "id",
+        glob_pattern: str | None = None,
+        min_chars: int = 1,
+        max_chars: int = 2_000_000,
+        metadata_fields=METADATA_FIELDS,
+    ):
+        self._name_source("jsonl", source_name)
+        super().__init__(data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern)
+        self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        with self.data_folder.open(filepath, "rb", compression="infer") as handle:
+            for lineno, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
+                with self.track_time():
+                    try:
+                        record = json.loads(raw.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        self._skip("non-utf8", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace"))
+                        continue
+                    except json.JSONDecodeError:
+                        self._skip(
+                            "malformed-json", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace")
+                        )
+                        continue
+                    document = self._make_document(record, filepath, lineno)
+                if document is not None:
+                    yield document
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        self.quarantine.start(rank)
+        try:
+            yield from super().run(data, rank, world_size)
+        finally:
+            self.quarantine.close()
+
+
+class ParquetSource(_ValidatingSource, BaseDiskReader):
+    """Parquet files; the row number within the file stands for the line."""
+
+    def __init__(
+        self,
+        data_folder: DataFolderLike,
+        source_name: str,
+        domain: str,
+        quarantine_dir: DataFolderLike,
+        text_key: str = "text",
+        id_key: str = "id",
+        glob_pattern: str | None = None,
+        min_chars: int = 1,
+        max_chars: int = 2_000_000,
+        metadata_fields=METADATA_FIELDS,
+        batch_size: int = 1000,
+    ):
+        self._name_source("parquet", source_name)
+        super().__init__(data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern)
+        self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
+        self.batch_size = batch_size
+
+    def read_file(self, filepath: str) -> DocumentsPipeline:
+        import pyarrow.parquet as pq
+
+        with self.data_folder.open(filepath, "rb") as handle, pq.ParquetFile(handle) as parquet:
+            row = 0
+            for batch in parquet.iter_batches(batch_size=self.batch_size):
+                for record in batch.to_pylist():
+                    row += 1
+                    document = self._make_document(record, filepath, row)
+                    if document is not None:
+                        yield document
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        self.quarantine.start(rank)
+        try:
+            yield from super().run(data, rank, world_size)
+        finally:
+            self.quarantine.close()
+
+
+class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
+    """An HF dataset written with `Dataset.save_to_disk`, sharded by rows across tasks."""
+
+    def __init__(
+        self,
+        dataset_path: str,
+        source_name: str,
+        domain: str,
+        quarantine_dir: DataFolderLike,
+        text_key: str = "text",
+        id_key: str = "id",
+        min_chars: int = 1,
+        max_chars: int = 2_000_000,
+        metadata_fields=METADATA_FIELDS,
+    ):
+        self._name_source("hf_disk", source_name)
+        super().__init__(dataset_path, text_key=text_key, id_key=id_key, load_from_disk=True)
+        self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
+
+    def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
+        return self._make_document(data, source_file, id_in_file)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        self.quarantine.start(rank)
+        try:
+            yield from super().run(data, rank, world_size)
+        finally:
+            self.quarantine.close()

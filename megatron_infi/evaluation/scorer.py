@@ -1,0 +1,102 @@
+"""Verdicts for replies (math-verify, letter extraction, the code sandbox) and the metrics over them
+(avg@k, unbiased pass@k)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from megatron_infi.evaluation.problems import Problem
+from megatron_infi.evaluation.prompts import program_from_reply
+from megatron_infi.scoring.choice import extract_choice
+from megatron_infi.scoring.code import check_program, run_program
+from megatron_infi.scoring.math import extract_answer, math_equal_any
+
+
+@dataclass
+class Verdict:
+    correct: bool
+    extracted: str | None  # the answer / letter / program that was judged
+    status: str  # math/choice: "correct" | "wrong" | "no-answer"; code: the sandbox status
+
+
+def _functional_harness(problem: Problem, program: str) -> str:
+    """LiveCodeBench "functional" tests: call Solution().<func_name>(*args) for each test in one run."""
+    cases = [
+        ([line for line in str(t["input"]).split("\n") if line.strip()], str(t["output"]))
+        for t in problem.io_tests
+    ]
+    return (
+        f"{program}\n\nimport json as _json\n"
+        f"for _args, _expected in {cases!r}:\n"
+        f"    _got = Solution().{problem.func_name}(*[_json.loads(a) for a in _args])\n"
+        "    assert _got == _json.loads(_expected), (_args, _got, _expected)\n"
+    )
+
+
+def _same_output(got: str, expected: str) -> bool:
+    def lines(text: str) -> list[str]:
+        return [line.rstrip() for line in text.strip().splitlines()]
+
+    return lines(got) == lines(expected)
+
+
+def score_code(problem: Problem, program: str, timeout_s: float, memory_mb: int) -> Verdict:
+    if problem.tests:
+        # HumanEval's tests define check(candidate); MBPP's are bare asserts
+        entry = problem.entry_point if "def check(" in problem.tests else None
+        result = check_program(program, problem.tests, entry, timeout_s, memory_mb)
+        return Verdict(result.passed, program, result.status)
+    if problem.func_name:
+        result = run_program(_functional_harness(problem, program), timeout_s=timeout_s, memory_mb=memory_mb)
+        return Verdict(result.passed, program, result.status)
+    for test in problem.io_tests:  # stdin/stdout tests: every one must match
+        result = run_program(program, timeout_s=timeout_s, memory_mb=memory_mb, stdin=str(test["input"]))
+        if not result.passed:
+            return Verdict(False, program, result.status)
+        if not _same_output(result.stdout, str(test["output"])):
+            return Verdict(False, program, "wrong-output")
+    return Verdict(True, program, "passed")
+
+
+def score_reply(
+    problem: Problem, reply: str, mode: str, timeout_s: float = 10, memory_mb: int = 1024
+) -> Verdict:
+    if problem.kind == "math":
+        answer = extract_answer(reply)
+        if answer is None:
+            return Verdict(False, None, "no-answer")
+        correct = math_equal_any(answer, problem.answers)
+        return Verdict(correct, answer, "correct" if correct else "wrong")
+    if problem.kind == "choice":
+        letter = extract_choice(reply, problem.letters or "ABCD")
+        if letter is None:
+            return Verdict(False, None, "no-answer")
+        correct = letter == problem.answers[0]
+        return Verdict(correct, letter, "correct" if correct else "wrong")
+    return score_code(problem, program_from_reply(problem, reply, mode), timeout_s, memory_mb)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def summarize(verdicts: list[list[bool]], pass_ks: list[int]) -> dict:
+    """avg@n (mean accuracy over all samples) and pass@k per k <= n, in percent."""
+    if not verdicts:
+        return {"problems": 0, "samples": 0}
+    n = len(verdicts[0])
+    summary = {
+        "problems": len(verdicts),
+        "samples": n,
+        f"avg@{n}": 100.0 * sum(sum(v) / n for v in verdicts) / len(verdicts),
+    }
+    for k in sorted(set(pass_ks)):
+        if k <= n:
+            summary[f"pass@{k}"] = 100.0 * sum(pass_at_k(n, sum(v), k) for v in verdicts) / len(verdicts)
+    return summary

@@ -1,0 +1,114 @@
+"""Chat template selection for post-training: the model's own template when it has one, ChatML otherwise.
+
+Assistant-only loss needs `{% generation %}` markers in the template. A template without them is
+patched with TRL's training template when TRL knows it; ChatML here carries them already. The
+end-of-turn token the template emits is added to the model's generation EOS ids, so that generation
+(DPO-pair sampling, evaluation) stops where the trained turns stop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>"]
+# ChatML with the assistant turn (content + <|im_end|>) inside generation markers.
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['role'] == 'assistant' %}{% generation %}"
+    "{{- message['content'] + '<|im_end|>' }}"
+    "{% endgeneration %}{{- '\\n' }}"
+    "{%- else %}"
+    "{{- message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+class ChatTemplateError(ValueError):
+    pass
+
+
+def _read_template_file(path: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise ChatTemplateError(f"chat_template: {path} is neither 'auto', 'chatml' nor a .jinja file")
+    return file.read_text(encoding="utf-8")
+
+
+def _install_chatml(tokenizer, model) -> None:
+    """Set ChatML; add its two special tokens when missing and grow the embeddings to cover them."""
+    missing = [tok for tok in CHATML_SPECIAL_TOKENS if tok not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    if model is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+
+
+def prepare_chat_template(
+    tokenizer, model=None, choice: str = "auto", need_generation_markers: bool = True
+) -> str:
+    """Give `tokenizer` a training template; returns which one: 'own', 'own+trl-training', 'chatml' or 'file'.
+
+    `choice` is 'auto' (own template if any, else ChatML), 'chatml', or a path to a .jinja file.
+    `model` (optional) gets its embeddings resized when ChatML tokens are added and its generation EOS
+    ids extended with the template's end-of-turn token.
+    """
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if choice == "chatml" or (choice == "auto" and not tokenizer.chat_template):
+        _install_chatml(tokenizer, model)
+        used = "chatml"
+    elif choice == "auto":
+        used = "own"
+        if need_generation_markers and not has_generation_markers(tokenizer.chat_template):
+            try:
+                patched = get_training_chat_template(tokenizer)
+            except ValueError as err:
+                raise ChatTemplateError(
+                    "chat_template: the model's own template has no {% generation %} markers and TRL has no "
+                    "training version of it; set chat_template=chatml or point it at a .jinja file with markers"
+                ) from err
+            if patched is not None:
+                tokenizer.chat_template = patched
+                used = "own+trl-training"
+    else:
+        tokenizer.chat_template = _read_template_file(choice)
+        used = "file"
+        if need_generation_markers and not has_generation_markers(tokenizer.chat_template):
+            raise ChatTemplateError(f"chat_template: {choice} has no {{% generation %}} markers")
+    if model is not None:
+        add_end_of_turn_to_generation_eos(tokenizer, model)
+    return used
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token that closes an assistant turn in the template (e.g. <|eot_id|>, <|im_end|>)."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    try:
+        out = tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+    except Exception:  # a template that cannot render assistant masks has no detectable end-of-turn
+        return None
+    added = set(tokenizer.get_added_vocab().values())
+    masked = [tok for tok, keep in zip(out["input_ids"], out["assistant_masks"], strict=False) if keep]
+    for token_id in reversed(masked):
+        if token_id in added:
+            return token_id
+    return None
+
+
+def add_end_of_turn_to_generation_eos(tokenizer, model) -> None:
+    eot = end_of_turn_id(tokenizer)
+    if eot is None or not hasattr(model, "generation_config") or model.generation_config is None:
+        return
+    current = model.generation_config.eos_token_id
+    ids = [] if current is None else [current] if isinstance(current, int) else list(current)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if eot not in ids:
+        ids.append(eot)
+    model.generation_config.eos_token_id = ids

@@ -1,0 +1,134 @@
+"""Reading the two post-training data contracts into `datasets.Dataset`s, skipping bad records.
+
+- SFT: JSONL of `{"messages": [{"role", "content"}, ...], "meta": {...}}` (OpenAI chat format).
+- Preference: TRL's conversational format `{"prompt": [messages], "chosen": [assistant message],
+  "rejected": [assistant message]}`.
+
+A record that does not fit is skipped and counted by reason with its file:line (never a crash);
+a file that yields no usable record at all is an error that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from megatron_infi.utils import SkipCounter
+
+ROLES = ("system", "user", "assistant")
+
+
+class DataError(ValueError):
+    pass
+
+
+def clean_messages(value: Any) -> list[dict[str, str]] | str:
+    """The messages reduced to role + content, or a skip reason."""
+    if not isinstance(value, list) or not value:
+        return "messages-not-a-list"
+    cleaned = []
+    for message in value:
+        if not isinstance(message, dict):
+            return "message-not-an-object"
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            return "unknown-role"
+        if not isinstance(content, str) or not content.strip():
+            return "empty-content"
+        cleaned.append({"role": role, "content": content})
+    return cleaned
+
+
+def _check_files(paths: list[str | Path]) -> list[Path]:
+    files = [Path(p) for p in paths]
+    for path in files:
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
+    return files
+
+
+def read_sft_records(paths: list[str | Path], skipped: SkipCounter) -> list[dict[str, Any]]:
+    """Conversations that end with an assistant turn; `meta` is dropped (its schema varies by source)."""
+    records = []
+    for path in _check_files(paths):
+        before = len(records)
+        for lineno, obj in numbered_jsonl(path, skipped):
+            messages = clean_messages(obj.get("messages"))
+            if isinstance(messages, str):
+                skipped.skip(messages, f"{path}:{lineno}")
+            elif messages[-1]["role"] != "assistant":
+                skipped.skip("no-final-assistant-turn", f"{path}:{lineno}")
+            else:
+                records.append({"messages": messages})
+        if len(records) == before:
+            raise DataError(f"{path}: no usable SFT record (skipped: {skipped.counts})")
+    return records
+
+
+def read_preference_records(paths: list[str | Path], skipped: SkipCounter) -> list[dict[str, Any]]:
+    records = []
+    for path in _check_files(paths):
+        before = len(records)
+        for lineno, obj in numbered_jsonl(path, skipped):
+            where = f"{path}:{lineno}"
+            prompt = clean_messages(obj.get("prompt"))
+            chosen = clean_messages(obj.get("chosen"))
+            rejected = clean_messages(obj.get("rejected"))
+            reason = next((r for r in (prompt, chosen, rejected) if isinstance(r, str)), None)
+            if reason is not None:
+                skipped.skip(reason, where)
+            elif prompt[-1]["role"] == "assistant":
+                skipped.skip("prompt-ends-with-assistant", where)
+            elif any(m["role"] != "assistant" for m in chosen + rejected):
+                skipped.skip("completion-not-assistant", where)
+            elif chosen == rejected:
+                skipped.skip("chosen-equals-rejected", where)
+            else:
+                records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        if len(records) == before:
+            raise DataError(f"{path}: no usable preference record (skipped: {skipped.counts})")
+    return records
+
+
+def numbered_jsonl(path: Path, skipped: SkipCounter):
+    """(line number, object) per JSON-object line; malformed lines are counted like `read_jsonl` does.
+
+    `read_jsonl` yields objects without their line numbers, which the skip reasons here need.
+    """
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                skipped.skip("non-utf8", f"{path}:{lineno}")
+                continue
+            except json.JSONDecodeError:
+                skipped.skip("malformed-json", f"{path}:{lineno}")
+                continue
+            if not isinstance(obj, dict):
+                skipped.skip("not-an-object", f"{path}:{lineno}")
+                continue
+            yield lineno, obj
+
+
+def split_held_out(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held_out): a seeded shuffle, at least one record on each side when fraction > 0."""
+    if fraction <= 0:
+        return records, []
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_held = min(len(records) - 1, max(1, round(fraction * len(records))))
+    held = set(order[:n_held])
+    return [r for i, r in enumerate(records) if i not in held], [
+        r for i, r in enumerate(records) if i in held
+    ]
+
+
+def to_dataset(records: list[dict[str, Any]]):
+    from datasets import Dataset
+
+    return Dataset.from_list(records)

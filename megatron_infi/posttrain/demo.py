@@ -1,0 +1,106 @@
+"""Post-training at toy scale for `make demo`: SFT (two phases) -> DPO pairs -> DPO on CPU.
+
+Each function takes explicit paths, loads its `launch/configs/posttrain/demo_*.yaml` and returns the
+stage's summary. `run_posttrain_demo` chains the three over one model dir.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from megatron_infi.config.core import from_dict, load_yaml, validate_tree
+from megatron_infi.posttrain import reference_data
+
+CONFIGS = Path(__file__).resolve().parents[2] / "launch" / "configs" / "posttrain"
+
+
+def _config(cls, name: str, updates: dict[str, Any]):
+    data = load_yaml(CONFIGS / name)
+    data.update(updates)
+    cfg = from_dict(cls, data)
+    validate_tree(cfg)
+    return cfg
+
+
+def write_demo_data(data_dir: str | Path) -> dict[str, Path]:
+    """Real maths data in the stage contracts: GSM-Symbolic (phase 1), CHAMP (phase 2), and held-apart
+    GSM-Symbolic problems (another seed) with expert solutions for the DPO pairs."""
+    data_dir = Path(data_dir)
+    gsm = reference_data.sft_records(reference_data.gsm_symbolic(32, seed=1), "gsm_symbolic")
+    champ = reference_data.sft_records(reference_data.champ()[:32], "champ")
+    problems = reference_data.pair_problems(reference_data.gsm_symbolic(8, seed=2))
+    return {
+        "phase1": reference_data.write_jsonl(data_dir / "gsm_symbolic_sft.jsonl", gsm),
+        "phase2": reference_data.write_jsonl(data_dir / "champ_sft.jsonl", champ),
+        "problems": reference_data.write_jsonl(data_dir / "gsm_symbolic_problems.jsonl", problems),
+    }
+
+
+def demo_sft(
+    model_dir: str | Path, out_dir: str | Path, phase1: str | Path, phase2: str | Path
+) -> dict[str, Any]:
+    """Two-phase SFT of `model_dir`; the final HF dir is `<out_dir>/advanced/model` (result["final_model"])."""
+    from megatron_infi.posttrain.sft import SFTStageConfig, run_sft
+
+    raw = load_yaml(CONFIGS / "demo_sft.yaml")
+    raw["phases"][0]["data"] = [str(phase1)]
+    raw["phases"][1]["data"] = [str(phase2)]
+    cfg = _config(
+        SFTStageConfig,
+        "demo_sft.yaml",
+        {"model": str(model_dir), "output_dir": str(out_dir), "phases": raw["phases"]},
+    )
+    return run_sft(cfg)
+
+
+def demo_dpo_pairs(model_dir: str | Path, problems: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Sample `model_dir` on `problems`; writes `<out_dir>/pairs.jsonl` and report.json / report.md."""
+    from megatron_infi.posttrain.dpo_pairs import DPOPairsConfig, run_dpo_pairs
+
+    raw = load_yaml(CONFIGS / "demo_dpo_pairs.yaml")
+    generation = {**raw["generation"], "model": str(model_dir)}
+    cfg = _config(
+        DPOPairsConfig,
+        "demo_dpo_pairs.yaml",
+        {"problems": [str(problems)], "output_dir": str(out_dir), "generation": generation},
+    )
+    return run_dpo_pairs(cfg)
+
+
+def demo_dpo(model_dir: str | Path, pairs: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """DPO of `model_dir` on `pairs`; the HF dir is `<out_dir>/model`."""
+    from megatron_infi.posttrain.dpo import DPOStageConfig, run_dpo
+
+    cfg = _config(
+        DPOStageConfig,
+        "demo_dpo.yaml",
+        {"model": str(model_dir), "output_dir": str(out_dir), "data": [str(pairs)]},
+    )
+    return run_dpo(cfg)
+
+
+def run_posttrain_demo(
+    model_dir: str | Path, work_dir: str | Path, data: dict[str, Path] | None = None
+) -> dict[str, Any]:
+    """SFT -> DPO pairs -> DPO under `work_dir` (sft/, dpo_pairs/, dpo/, posttrain_data/).
+
+    `data` may give {"phase1", "phase2", "problems"} paths (e.g. the SFT-selection stage's output);
+    missing entries come from `write_demo_data`.
+    """
+    work_dir = Path(work_dir)
+    data = {**write_demo_data(work_dir / "posttrain_data"), **(data or {})}
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        wall, cpu = time.time(), time.process_time()
+        result = fn(*args)
+        timings[f"{name}_wall_s"] = round(time.time() - wall, 1)
+        timings[f"{name}_cpu_s"] = round(time.process_time() - cpu, 1)
+        return result
+
+    sft = timed("sft", demo_sft, model_dir, work_dir / "sft", data["phase1"], data["phase2"])
+    pairs = timed("dpo_pairs", demo_dpo_pairs, sft["final_model"], data["problems"], work_dir / "dpo_pairs")
+    dpo = timed("dpo", demo_dpo, sft["final_model"], pairs["pairs_file"], work_dir / "dpo")
+    return {"sft": sft, "dpo_pairs": pairs, "dpo": dpo, "timings": timings}

@@ -1,0 +1,13 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, llama3_tokenizer_dir):
+    """The data stage of the demo at small size, on real text: (corpus, manifest path)."""
+    from data_processing import demo_corpus
+    from data_processing.demo import run
+
+    out = tmp_path_factory.mktemp("data_run")
+    manifest = run(out, size="small", tokenizer_dir=llama3_tokenizer_dir)
+    corpus = demo_corpus.build(out / "corpus", size="small")  # same seed: identical files and ground truth
+    return corpus, manifest

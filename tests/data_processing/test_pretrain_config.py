@@ -1,0 +1,146 @@
+"""Config surface of `infi data pretrain`: validation names fields and paths, --dry-run prints the
+resolved stages, the SLURM path builds a valid datatrove executor chain, a changed config cannot
+resume into an old output dir."""
+
+import json
+from pathlib import Path
+
+import dill
+import pytest
+import yaml
+
+from data_processing.pipelines import pretrain
+from data_processing.pipelines.config import PretrainDataConfig
+from megatron_infi import assets
+from megatron_infi.config.core import ConfigError, load_config
+
+
+@pytest.fixture
+def config_file(tmp_path, llama3_tokenizer_dir):
+    source = tmp_path / "web.jsonl"
+    source.write_text(json.dumps({"text": "hello"}) + "\n")
+    data = {
+        "output_dir": str(tmp_path / "out"),
+        "sources": [{"name": "web", "path": str(source), "domain": "web"}],
+        "decontamination": {
+            "benchmarks": [{"path": str(assets.humaneval_jsonl_gz()), "text_fields": ["prompt"]}]
+        },
+        "tokenize": {"tokenizer": str(llama3_tokenizer_dir)},
+        "executor": {"tasks": 3},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_dry_run_prints_config_and_stages(config_file, capsys):
+    assert pretrain.main(["--config", str(config_file), "--dry-run", "dedup.num_buckets=4"]) == 0
+    out = capsys.readouterr().out
+    assert "num_buckets: 4" in out
+    for stage in (
+        "filter (tasks=3)",
+        "minhash_signatures (tasks=3)",
+        "minhash_buckets (tasks=4)",
+        "minhash_clusters (tasks=1)",
+        "score (tasks=3)",
+        "finalize (tasks=1)",
+    ):
+        assert stage in out
+    assert "Gopher Quality" in out and "Megatron tokenizer" in out
+    assert not (config_file.parent / "out").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "text"),
+    [
+        ("tokenize.tokenizer=/nonexistent/tok", "tokenize.tokenizer", "/nonexistent/tok"),
+        ("heuristic.gopher_quality.min_words=3", "heuristic.gopher_quality.min_words", "GopherQualityFilter"),
+        ("recall.enabled=true", "recall.model_path", "required"),
+        ("quality.edu.enabled=true", "quality.edu.model_path", "required"),
+        ("executor.kind=slurm", "executor.slurm.partition", "required"),
+        ("decontamination.n=0", "decontamination.n", ">= 1"),
+    ],
+)
+def test_config_errors_name_the_field(config_file, capsys, override, field, text):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.main(["--config", str(config_file), override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{field}:" in err and text in err
+
+
+def test_missing_source_path_is_named(config_file, capsys):
+    data = yaml.safe_load(config_file.read_text())
+    data["sources"][0]["path"] = "/no/such/corpus"
+    config_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(SystemExit):
+        pretrain.main(["--config", str(config_file)])
+    assert "sources[0].path: not found: /no/such/corpus" in capsys.readouterr().err
+
+
+def test_slurm_executor_chain_is_built_without_submitting(config_file, tmp_path):
+    cfg = load_config(
+        PretrainDataConfig,
+        config_file,
+        [
+            "executor.kind=slurm",
+            "executor.slurm.partition=cpu",
+            "executor.slurm.time=02:00:00",
+            "executor.slurm.cpus_per_task=4",
+            "executor.workers=8",
+            "executor.slurm.venv_path=/opt/venv/bin/activate",
+        ],
+    )
+    stages = pretrain.build_stages(cfg)
+    executors = pretrain.make_executors(cfg, stages)
+    from datatrove.executor import SlurmPipelineExecutor
+
+    assert all(isinstance(e, SlurmPipelineExecutor) for e in executors)
+    assert [e.depends for e in executors[1:]] == executors[:-1] and executors[0].depends is None
+    assert [e.world_size for e in executors] == [3, 3, 14, 1, 3, 1]
+    args = executors[0].get_sbatch_args(max_array=3)
+    assert args["partition"] == "cpu" and args["time"] == "02:00:00" and args["cpus-per-task"] == 4
+    assert args["array"] == "0-2%8" and args["job-name"] == "infi-data-filter"
+    script = executors[0].get_launch_file_contents(args, "launch_pickled_pipeline x.pik")
+    assert "#SBATCH --partition=cpu" in script and "source /opt/venv/bin/activate" in script
+    # what sbatch runs is the executor pickled with dill: every step must survive the round trip
+    clone = dill.loads(dill.dumps(executors[4]))
+    assert [type(s).__name__ for s in clone.pipeline] == [type(s).__name__ for s in executors[4].pipeline]
+
+
+def test_changed_config_cannot_resume_into_old_output(config_file):
+    cfg = load_config(PretrainDataConfig, config_file)
+    root = cfg.output_dir
+    Path(root).mkdir(parents=True)
+    pretrain._check_resume(cfg, Path(root))
+    pretrain._check_resume(load_config(PretrainDataConfig, config_file, ["executor.workers=7"]), Path(root))
+    with pytest.raises(ConfigError) as err:
+        pretrain._check_resume(load_config(PretrainDataConfig, config_file, ["dedup.n_grams=7"]), Path(root))
+    assert err.value.field == "output_dir" and "dedup" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("demo.yaml", PretrainDataConfig),
+        ("infir_pretrain.yaml", PretrainDataConfig),
+        ("demo_recall.yaml", "train_recall"),
+        ("demo_edu.yaml", "train_quality"),
+        ("demo_math_quality.yaml", "train_quality"),
+    ],
+)
+def test_shipped_configs_parse(name, cls):
+    """Field names and types of every shipped data config (paths are checked when a run starts)."""
+    from data_processing.pipelines import train_quality, train_recall
+    from megatron_infi.config.core import from_dict, load_yaml
+
+    classes = {
+        "train_recall": train_recall.TrainRecallConfig,
+        "train_quality": train_quality.TrainQualityConfig,
+    }
+    cfg = from_dict(
+        classes.get(cls, cls), load_yaml(Path(__file__).resolve().parents[2] / "launch/configs/data" / name)
+    )
+    if isinstance(cfg, PretrainDataConfig):
+        cfg.heuristic.validate()
+        cfg.executor.validate()
