@@ -26,7 +26,9 @@ def main(argv: list[str]) -> None:
         cfg = dataclasses.replace(ckpt.cfg, parallel=parallel)
         chunks, _ = build_model(cfg)
         load_checkpoint(ckpt.dir, chunks, load_optimizer=False, load_train_state=False)
-        save_weights(dst, cfg, chunks, ckpt.info.get("tokenizer"), iteration=5, source=ckpt.info.get("source"))
+        save_weights(
+            dst, cfg, chunks, ckpt.info.get("tokenizer"), iteration=5, source=ckpt.info.get("source")
+        )
     shutdown()
 
 

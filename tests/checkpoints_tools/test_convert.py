@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -76,8 +75,11 @@ def test_missing_shard_fails_before_writing(tiny, tmp_path):
     hf = tmp_path / "hf"
     shutil.copytree(tiny["llama"], hf)
     (hf / "model-00003-of-00008.safetensors").unlink()
-    with pytest.raises(ConversionError, match=r"model.safetensors.index.json: lists shard\(s\) that are missing: "
-                       r"model-00003-of-00008.safetensors"):
+    with pytest.raises(
+        ConversionError,
+        match=r"model.safetensors.index.json: lists shard\(s\) that are missing: "
+        r"model-00003-of-00008.safetensors",
+    ):
         from_hf.convert(hf, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     # The CLI reports the same message and exits 2.
@@ -85,11 +87,16 @@ def test_missing_shard_fails_before_writing(tiny, tmp_path):
 
 
 def test_cli_rejects_mismatched_preset_and_unsupported_architecture(tiny, tmp_path, capsys):
-    assert from_hf.main(["--hf", str(tiny["llama"]), "--out", str(tmp_path / "a"), "--preset", "llama3.2-1b"]) == 2
+    assert (
+        from_hf.main(["--hf", str(tiny["llama"]), "--out", str(tmp_path / "a"), "--preset", "llama3.2-1b"])
+        == 2
+    )
     assert "--preset llama3.2-1b does not match config.json" in capsys.readouterr().err
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
-    (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    (gpt2 / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+    )
     assert from_hf.main(["--hf", str(gpt2), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert f"{gpt2}/config.json: unsupported architecture model_type='gpt2'" in err
@@ -104,7 +111,9 @@ def test_export_rejects_a_run_json_that_does_not_describe_the_tensors(tiny, tmp_
     run = json.loads((iter_dir / "run.json").read_text())
     run["config"]["model"]["ffn_hidden_size"] = 192
     (iter_dir / "run.json").write_text(json.dumps(run))
-    with pytest.raises(ConversionError, match=r"linear_fc1.weight has shape \(4, 320, 96\).*implies \(4, 384, 96\)"):
+    with pytest.raises(
+        ConversionError, match=r"linear_fc1.weight has shape \(4, 320, 96\).*implies \(4, 384, 96\)"
+    ):
         to_hf.export(tmp_path / "mcore", tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
     with pytest.raises(Exception, match="iter_0000007"):

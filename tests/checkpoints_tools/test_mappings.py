@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checkpoints_tools.from_hf import model_config_from_fields
+from checkpoints_tools.from_hf import build_train_config, model_config_from_fields
 from checkpoints_tools.mappings import MAPPINGS, ConversionError, for_arch, for_hf_config
 from checkpoints_tools.mappings.base import fuse_qkv, pad_vocab, split_qkv, to_hf, to_mcore
 from megatron_infi.config.presets import PRESETS
@@ -50,9 +50,6 @@ def test_every_mapping_covers_transformers_own_tensor_names():
         config = hf_config(arch)
         mapping = for_hf_config(config)
         fields = mapping.model_fields_from_hf(config)
-        name, overrides = model_config_from_fields(fields)
-        from checkpoints_tools.from_hf import build_train_config
-
         cfg, _ = build_train_config(fields, None, 2, 2, None)
         names = {
             n
@@ -115,14 +112,18 @@ def test_a_derived_model_is_its_presets_plus_overrides():
 
 def test_mismatched_preset_names_the_differing_fields():
     fields = for_arch("llama").model_fields_from_hf(hf_config("llama"))
-    with pytest.raises(ConversionError, match=r"--preset llama3.2-1b does not match config.json: .*hidden_size"):
+    with pytest.raises(
+        ConversionError, match=r"--preset llama3.2-1b does not match config.json: .*hidden_size"
+    ):
         model_config_from_fields(fields, "llama3.2-1b")
 
 
 def test_unsupported_architectures_and_variants_fail_clearly():
     from transformers import GPT2Config, MistralConfig
 
-    with pytest.raises(ConversionError, match=r"unsupported architecture model_type='gpt2'.*LlamaForCausalLM"):
+    with pytest.raises(
+        ConversionError, match=r"unsupported architecture model_type='gpt2'.*LlamaForCausalLM"
+    ):
         for_hf_config(GPT2Config())
     with pytest.raises(ConversionError, match="model_type='mistral'"):
         for_hf_config(MistralConfig())

@@ -35,7 +35,9 @@ def hf_config(arch: str, **overrides):
     from transformers import LlamaConfig, Qwen2Config
 
     if arch == "llama":
-        config = LlamaConfig(**{**SHAPES, "tie_word_embeddings": True, "rope_parameters": LLAMA3_ROPE, **overrides})
+        config = LlamaConfig(
+            **{**SHAPES, "tie_word_embeddings": True, "rope_parameters": LLAMA3_ROPE, **overrides}
+        )
         config.architectures = ["LlamaForCausalLM"]
     elif arch == "qwen2":
         rope = {"rope_type": "default", "rope_theta": 1000000.0}
