@@ -31,7 +31,6 @@ from megatron_infi.config.presets import PRESETS
 from megatron_infi.config.schema import ModelConfig, TrainConfig
 from megatron_infi.data.tokenizer import sha256_file
 
-SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
 # Tensors some HF checkpoints carry that are not weights of the model.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -170,7 +169,9 @@ def convert(
     reader = hf_io.SafetensorsReader(hf_dir)
     check_hf_tensors(reader, hf_config, mapping, cfg.model)
     embed = "model.embed_tokens.weight"
-    torch_dtype = hf_io.parse_dtype(dtype) or SAFETENSORS_DTYPES.get(reader.file_dtype(embed), torch.float32)
+    torch_dtype = hf_io.parse_dtype(dtype) or hf_io.SAFETENSORS_TORCH_DTYPES.get(
+        reader.file_dtype(embed), torch.float32
+    )
 
     if out.exists() and any(out.iterdir()):
         if not overwrite:

@@ -16,6 +16,18 @@ from checkpoints_tools.mcore_io import on_meta
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
+SAFETENSORS_TORCH_DTYPES = {
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 # Files that make up an HF tokenizer dir (copied verbatim, so ids and chat template are unchanged).
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -55,6 +67,7 @@ class SafetensorsReader:
     def __init__(self, hf_dir: str | Path):
         self.dir = Path(hf_dir)
         self._handles: dict[str, object] = {}
+        self._headers: dict[str, tuple[dict, int]] = {}
         index = self.dir / SAFE_INDEX
         if index.exists():
             try:
@@ -94,14 +107,42 @@ class SafetensorsReader:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._open(self.weight_map[name]).get_slice(name).get_shape())
 
+    def _header(self, filename: str) -> tuple[dict, int]:
+        """The safetensors header of a file (its JSON) and where the data section starts."""
+        if filename not in self._headers:
+            path = self.dir / filename
+            try:
+                with open(path, "rb") as f:
+                    length = int.from_bytes(f.read(8), "little")
+                    header = json.loads(f.read(length))
+            except (OSError, ValueError) as err:
+                raise ConversionError(f"{path}: unreadable safetensors header ({err})") from None
+            self._headers[filename] = (header, 8 + length)
+        return self._headers[filename]
+
     def get(self, name: str) -> torch.Tensor:
+        """One tensor, read with plain file reads: safetensors' own loader maps the file, and every
+        page it touches stays in the process's RSS until the file is closed (the whole model, by
+        the end of a conversion), although the converter holds one tensor."""
         if name not in self.weight_map:
             raise ConversionError(f"{self.dir}: tensor {name!r} not found in the safetensors files")
         filename = self.weight_map[name]
-        try:
-            return self._open(filename).get_tensor(name)
-        except Exception as err:
-            raise ConversionError(f"{self.dir / filename}: cannot read {name!r} ({err})") from None
+        header, data_start = self._header(filename)
+        entry = header.get(name) or {}
+        dtype = SAFETENSORS_TORCH_DTYPES.get(entry.get("dtype"))
+        if dtype is None:
+            raise ConversionError(
+                f"{self.dir / filename}: {name!r} has unsupported dtype {entry.get('dtype')}"
+            )
+        start, end = entry["data_offsets"]
+        buffer = bytearray(end - start)
+        with open(self.dir / filename, "rb") as f:
+            f.seek(data_start + start)
+            if f.readinto(buffer) != len(buffer):
+                raise ConversionError(f"{self.dir / filename}: truncated while reading {name!r}")
+        if not buffer:
+            return torch.empty(entry["shape"], dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
 
 
 def expected_hf_tensors(hf_config) -> dict[str, tuple[int, ...]]:

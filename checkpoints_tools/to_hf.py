@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,16 @@ def resolve_tokenizer(info: dict, ckpt_dir: Path, override: str | None) -> Path 
             "pass --tokenizer DIR to export a specific one"
         )
     return Path(path)
+
+
+def _ordinary_permissions(directory: Path) -> None:
+    """The temp dir (mkdtemp) and safetensors files are created owner-only; a model dir is read by
+    other users (a serving container): give them the umask's usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _looks_like_hf_dir(path: Path) -> bool:
@@ -176,6 +187,7 @@ def export(
             "tokenizer": str(tokenizer_dir.resolve()) if tokenizer_dir else None,
         }
         (tmp / "megatron_infi_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        _ordinary_permissions(tmp)
     return out_dir
 
 

@@ -4,6 +4,7 @@ errors for inputs that cannot convert."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -46,6 +47,9 @@ def test_round_trip_is_bit_identical_and_loads_in_transformers(tiny, tmp_path, a
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"].values()) == {p.name for p in out.glob("model-*.safetensors")}
     assert (out / "generation_config.json").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}
     model, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
     assert type(model).__name__ == {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[arch]
@@ -130,3 +134,12 @@ def test_export_refuses_to_replace_an_unrelated_dir(tiny, tmp_path):
     assert (precious / "notes.txt").read_text() == "keep me"
     with pytest.raises(ConversionError, match="exists and is not empty"):
         from_hf.convert(tiny["llama"], precious)
+
+
+@pytest.mark.gpu
+def test_verify_bf16_on_gpu(tiny, tmp_path):
+    """The GPU path: the trainer's device and dtype selection (bf16), judged by the bf16 tolerance."""
+    from_hf.convert(tiny["qwen2"], tmp_path / "mcore", dtype="bf16")
+    report = verify(tmp_path / "mcore", tiny["qwen2"])
+    assert report["device"].startswith("cuda") and report["dtype"] == "bfloat16"
+    assert report["passed"], report
