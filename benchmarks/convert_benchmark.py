@@ -5,7 +5,7 @@
 
 Writes a random bf16 HF model of the preset's shape (streamed tensor by tensor into 5 GB shards,
 so the generator itself stays small), then runs from-hf (at the preset's TP/PP) and to-hf each in
-its own process, timing it and reading that process's peak RSS from the kernel (wait4). The round
+its own process, timing it and sampling that process's peak RSS (VmHWM) from /proc. The round
 trip is checked bit-identical on a sample of tensors. Prints one JSON line per step; the work dir
 is deleted afterwards unless --keep.
 """
@@ -57,22 +57,22 @@ def _status_kib(pid: int) -> dict[str, int]:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return {}
-    return {k: int(v) for k, v in re.findall(r"^(VmRSS|RssAnon|RssFile):\s+(\d+) kB", text, re.M)}
+    return {k: int(v) for k, v in re.findall(r"^(VmHWM|RssAnon|RssFile):\s+(\d+) kB", text, re.M)}
 
 
 def timed(cmd: list[str]) -> dict:
-    """Run `cmd`: wall time, peak RSS from the kernel (wait4), and the peaks of its anonymous and
-    file-backed parts sampled every 50 ms (safetensors reads through mmap: the pages it touched count
-    in RSS as reclaimable page cache, not as memory the converter holds)."""
+    """Run `cmd`: wall time, its peak RSS (the kernel's VmHWM of the process; not wait4's ru_maxrss,
+    which keeps the forking parent's RSS across exec), and the peaks of the anonymous and
+    file-backed (mapped files) parts of RSS, sampled every 50 ms."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peaks = {"RssAnon": 0, "RssFile": 0}
+    peaks = {"VmHWM": 0, "RssAnon": 0, "RssFile": 0}
     stderr_chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
     reader.start()
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         for key, value in _status_kib(proc.pid).items():
@@ -85,7 +85,7 @@ def timed(cmd: list[str]) -> dict:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{b''.join(stderr_chunks).decode()[-3000:]}")
     return {
         "wall_s": round(wall, 1),
-        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
+        "peak_rss_gib": round(peaks["VmHWM"] / 2**20, 2),
         "peak_anon_gib": round(peaks["RssAnon"] / 2**20, 2),
         "peak_file_backed_gib": round(peaks["RssFile"] / 2**20, 2),
     }
