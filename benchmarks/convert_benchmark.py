@@ -3,8 +3,8 @@
     python benchmarks/convert_benchmark.py --preset llama3.2-1b --work /tmp/convert_bench
     python benchmarks/convert_benchmark.py --preset qwen2.5-7b --work /tmp/convert_bench
 
-Writes a random bf16 HF model of the preset's shape (streamed tensor by tensor into 5 GB shards,
-so the generator itself stays small), then runs from-hf (at the preset's TP/PP) and to-hf each in
+Writes a random bf16 HF model of the preset's shape (tensor by tensor into 5 GB shards), then
+runs from-hf (for the --tp/--pp layout, default 2 x 2) and to-hf (default 5 GB shards) each in
 its own process, timing it and sampling that process's peak RSS (VmHWM) from /proc. The round
 trip is checked bit-identical on a sample of tensors. Prints one JSON line per step; the work dir
 is deleted afterwards unless --keep.
