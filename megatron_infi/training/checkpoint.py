@@ -187,6 +187,54 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _run_info(cfg: TrainConfig, state: TrainState, tokenizer_info: dict, num_chunks: int, **extra) -> dict:
+    shape, _ = _layout()
+    return {
+        "format_version": FORMAT_VERSION,
+        "iteration": state.iteration,
+        "stage": cfg.stage,
+        "config": to_dict(cfg),
+        "tokenizer": tokenizer_info,
+        "parallel": {
+            "pipeline": shape[0],
+            "tensor": shape[1],
+            "data": shape[2],
+            "virtual_pipeline": num_chunks,
+        },
+        "distributed_optimizer": cfg.parallel.distributed_optimizer,
+        "train_state": vars(state).copy(),
+        **extra,
+    }
+
+
+def _save_atomically(
+    root: Path, iteration: int, keep_last: int, sd: dict, run_info: dict, strategy=None
+) -> Path:
+    """Write into `.iter_X.tmp`, finish with run.json, rename into place, then point `latest` at it."""
+    from megatron.core import dist_checkpointing
+
+    final = root / iter_dirname(iteration)
+    tmp = root / f".{final.name}.tmp"
+    is_main = not dist.is_initialized() or dist.get_rank() == 0
+    if is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    _barrier()
+    dist_checkpointing.save(sd, str(tmp), sharded_strategy=strategy)
+    _barrier()
+    if is_main:
+        # run.json marks the checkpoint complete: written last inside tmp, then the dir is renamed.
+        atomic_write_json(tmp / RUN_FILE, run_info)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        atomic_write_text(root / LATEST_FILE, f"{iteration}\n")
+        _prune(root, keep_last, keep=iteration)
+    _barrier()
+    return final
+
+
 def save_checkpoint(
     root: str | Path,
     cfg: TrainConfig,
@@ -197,48 +245,34 @@ def save_checkpoint(
     tokenizer_info: dict,
 ) -> Path:
     """Save atomically and point `latest` at it; prune to `checkpoint.keep_last`. All ranks call this."""
-    from megatron.core import dist_checkpointing
-
-    root = Path(root)
-    final = root / iter_dirname(state.iteration)
-    tmp = root / f".{final.name}.tmp"
-    is_main = not dist.is_initialized() or dist.get_rank() == 0
-    if is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    _barrier()
-    shape, _ = _layout()
-    run_info = {
-        "format_version": FORMAT_VERSION,
-        "iteration": state.iteration,
-        "stage": cfg.stage,
-        "config": to_dict(cfg),
-        "tokenizer": tokenizer_info,
-        "parallel": {
-            "pipeline": shape[0],
-            "tensor": shape[1],
-            "data": shape[2],
-            "virtual_pipeline": len(model),
-        },
-        "distributed_optimizer": cfg.parallel.distributed_optimizer,
-        "train_state": vars(state).copy(),
-    }
+    run_info = _run_info(cfg, state, tokenizer_info, len(model))
     sd = _sharded_state_dict(
         model, optimizer, scheduler, state, run_info, loading=False, with_optimizer=True, with_rng=True
     )
-    dist_checkpointing.save(sd, str(tmp))
-    _barrier()
-    if is_main:
-        # run.json marks the checkpoint complete: written last inside tmp, then the dir is renamed.
-        atomic_write_json(tmp / RUN_FILE, run_info)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        atomic_write_text(root / LATEST_FILE, f"{state.iteration}\n")
-        _prune(root, cfg.checkpoint.keep_last, keep=state.iteration)
-    _barrier()
-    return final
+    return _save_atomically(Path(root), state.iteration, cfg.checkpoint.keep_last, sd, run_info)
+
+
+def save_weights(
+    root: str | Path,
+    cfg: TrainConfig,
+    model,
+    tokenizer_info: dict | None,
+    iteration: int = 0,
+    *,
+    sharded_strategy=None,
+    **extra_info,
+) -> Path:
+    """Model weights only (no optimizer, scheduler or RNG), with the same layout, run.json and atomic
+    protocol as `save_checkpoint`: what `load_checkpoint(..., load_optimizer=False,
+    load_train_state=False)` (a `checkpoint.load` start) and the HF converters read.
+    `sharded_strategy` lets a caller supply the tensor data lazily (checkpoints_tools.from_hf)."""
+    state = TrainState(iteration=iteration)
+    run_info = _run_info(cfg, state, tokenizer_info, len(model), weights_only=True, **extra_info)
+    run_info["distributed_optimizer"] = False
+    sd = _sharded_state_dict(
+        model, None, None, state, run_info, loading=False, with_optimizer=False, with_rng=False
+    )
+    return _save_atomically(Path(root), iteration, cfg.checkpoint.keep_last, sd, run_info, sharded_strategy)
 
 
 def _prune(root: Path, keep_last: int, keep: int) -> None:
@@ -330,6 +364,10 @@ def load_checkpoint(
         untie_adam_steps(optimizer)
         if scheduler is not None and load_train_state:
             scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    elif optimizer is not None:
+        # Weights only: a mixed-precision optimizer's fp32 main params are copies made from the
+        # initial weights; without this the first step writes those back over the loaded ones.
+        optimizer.reload_model_params()
     if load_train_state and same_layout:
         _set_rng_state(loaded["rng_state"])
     state = TrainState(**loaded["train_state"]) if load_train_state else TrainState()

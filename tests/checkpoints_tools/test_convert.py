@@ -1,0 +1,145 @@
+"""from-hf / to-hf / verify in one process: exact round trips, the HF output contract, and clear
+errors for inputs that cannot convert."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from checkpoints_tools import from_hf, to_hf
+from checkpoints_tools.mappings import ConversionError
+from checkpoints_tools.verify import verify
+from tests.checkpoints_tools.tiny_hf import assert_bit_identical, read_safetensors, write_tiny_hf
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """{arch: HF dir}: Llama in several safetensors shards with an index, Qwen2 in bf16 single-file."""
+    root = tmp_path_factory.mktemp("hf")
+    return {
+        "llama": write_tiny_hf(root / "llama", "llama", max_shard_size="200KB"),
+        "qwen2": write_tiny_hf(root / "qwen2", "qwen2", seed=1, dtype=torch.bfloat16),
+    }
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_round_trip_is_bit_identical_and_loads_in_transformers(tiny, tmp_path, arch):
+    from megatron.core import dist_checkpointing
+    from transformers import AutoModelForCausalLM
+
+    iter_dir = from_hf.convert(tiny[arch], tmp_path / "mcore")
+    meta = dist_checkpointing.load_tensors_metadata(str(iter_dir))
+    # The global, layout-independent keys and shapes the trainer's checkpoints use.
+    qkv = meta["decoder.layers.self_attention.linear_qkv.weight"]
+    assert tuple(qkv.global_shape) == (4, (6 + 2 * 2) * 16, 96)
+    assert tuple(meta["embedding.word_embeddings.weight"].global_shape) == (1024, 96)
+    assert ("output_layer.weight" in meta) == (arch == "qwen2")
+    assert ("decoder.layers.self_attention.linear_qkv.bias" in meta) == (arch == "qwen2")
+    run = json.loads((iter_dir / "run.json").read_text())
+    assert run["weights_only"] and run["config"]["model"]["arch"] == arch
+
+    out = to_hf.export(tmp_path / "mcore", tmp_path / "hf", max_shard_size="300KB")
+    assert assert_bit_identical(tiny[arch], out) == len(read_safetensors(tiny[arch]))
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {p.name for p in out.glob("model-*.safetensors")}
+    assert (out / "generation_config.json").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}
+    model, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert type(model).__name__ == {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[arch]
+    expected = json.loads((tiny[arch] / "config.json").read_text())
+    written = json.loads((out / "config.json").read_text())
+    for key in ("vocab_size", "num_key_value_heads", "tie_word_embeddings", "rope_parameters", "dtype"):
+        assert written[key] == expected[key], key
+
+
+def test_verify_passes_on_a_conversion_and_catches_a_wrong_tensor(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from_hf.convert(tiny["qwen2"], tmp_path / "mcore", dtype="fp32")
+    report = verify(tmp_path / "mcore", tiny["qwen2"], num_sequences=2, seq_length=32)
+    assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["top1_agreement"] == 1.0
+    # Negative control: a v-projection bias of one layer off by 0.05 must be seen.
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny["qwen2"], broken)
+    tensors = load_file(broken / "model.safetensors")
+    tensors["model.layers.2.self_attn.v_proj.bias"] += 0.05
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    report = verify(tmp_path / "mcore", broken, num_sequences=2, seq_length=32)
+    assert not report["passed"] and report["max_abs_diff"] > 1e-3
+
+
+def test_missing_shard_fails_before_writing(tiny, tmp_path):
+    hf = tmp_path / "hf"
+    shutil.copytree(tiny["llama"], hf)
+    (hf / "model-00003-of-00008.safetensors").unlink()
+    with pytest.raises(
+        ConversionError,
+        match=r"model.safetensors.index.json: lists shard\(s\) that are missing: "
+        r"model-00003-of-00008.safetensors",
+    ):
+        from_hf.convert(hf, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # The CLI reports the same message and exits 2.
+    assert from_hf.main(["--hf", str(hf), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_cli_rejects_mismatched_preset_and_unsupported_architecture(tiny, tmp_path, capsys):
+    assert (
+        from_hf.main(["--hf", str(tiny["llama"]), "--out", str(tmp_path / "a"), "--preset", "llama3.2-1b"])
+        == 2
+    )
+    assert "--preset llama3.2-1b does not match config.json" in capsys.readouterr().err
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+    )
+    assert from_hf.main(["--hf", str(gpt2), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert f"{gpt2}/config.json: unsupported architecture model_type='gpt2'" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # A wrong training layout is caught at conversion, naming the field (6 heads do not split over 4 ranks).
+    assert from_hf.main(["--hf", str(tiny["llama"]), "--out", str(tmp_path / "c"), "--tp", "4"]) == 2
+    assert "parallel.tensor" in capsys.readouterr().err
+
+
+def test_export_rejects_a_run_json_that_does_not_describe_the_tensors(tiny, tmp_path):
+    iter_dir = from_hf.convert(tiny["llama"], tmp_path / "mcore")
+    run = json.loads((iter_dir / "run.json").read_text())
+    run["config"]["model"]["ffn_hidden_size"] = 192
+    (iter_dir / "run.json").write_text(json.dumps(run))
+    with pytest.raises(
+        ConversionError, match=r"linear_fc1.weight has shape \(4, 320, 96\).*implies \(4, 384, 96\)"
+    ):
+        to_hf.export(tmp_path / "mcore", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+    with pytest.raises(Exception, match="iter_0000007"):
+        to_hf.export(tmp_path / "mcore", tmp_path / "hf", iteration=7)
+
+
+def test_export_refuses_to_replace_an_unrelated_dir(tiny, tmp_path):
+    from_hf.convert(tiny["llama"], tmp_path / "mcore")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ConversionError, match="refusing to replace it"):
+        to_hf.export(tmp_path / "mcore", precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    with pytest.raises(ConversionError, match="exists and is not empty"):
+        from_hf.convert(tiny["llama"], precious)
+
+
+@pytest.mark.gpu
+def test_verify_bf16_on_gpu(tiny, tmp_path):
+    """The GPU path: the trainer's device and dtype selection (bf16), judged by the bf16 tolerance."""
+    from_hf.convert(tiny["qwen2"], tmp_path / "mcore", dtype="bf16")
+    report = verify(tmp_path / "mcore", tiny["qwen2"])
+    assert report["device"].startswith("cuda") and report["dtype"] == "bfloat16"
+    assert report["passed"], report
