@@ -172,9 +172,12 @@ def stage_convert(demo: Demo) -> dict:
     """The annealed TP=2 checkpoint -> a Hugging Face dir, then logit parity of the two."""
     from checkpoints_tools.to_hf import export
     from checkpoints_tools.verify import verify
+    from megatron_infi.training.distributed import shutdown
 
     hf_dir = export(demo.results["anneal"]["artifact"], demo.path("convert", "hf"))
     report = verify(demo.results["anneal"]["artifact"], hf_dir)
+    # Both leave a one-process gloo group behind; the post-training stages start their own runtime.
+    shutdown()
     atomic_write_json(demo.path("convert", "verify.json"), report)
     if not report["passed"]:
         raise DemoCheckFailed(f"convert: logits of the HF export differ from Megatron's: {report}")
@@ -271,15 +274,18 @@ def _print_summary(demo: Demo, timings: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(width=max(120, Console().width))
     table = Table(title=f"megatron-infi demo ({demo.root})")
-    for column in ("stage", "seconds", "result", "artifact"):
+    for column in ("stage", "seconds", "result"):
         table.add_column(column)
     for name, _ in STAGES:
         result = demo.results.get(name, {})
-        table.add_row(
-            name, f"{timings.get(name, 0):.0f}", result.get("summary", "-"), result.get("artifact", "-")
-        )
-    Console().print(table)
+        table.add_row(name, f"{timings.get(name, 0):.0f}", result.get("summary", "-"))
+    table.add_row("total", f"{sum(timings.values()):.0f}", "")
+    console.print(table)
+    console.print("Artifacts:")
+    for name, _ in STAGES:
+        console.print(f"  {name:<10} {demo.results.get(name, {}).get('artifact', '-')}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(
         root / "summary.json", {"stages": demo.results, "wall_seconds": time.perf_counter() - start}
     )
-    print(f"\nDemo finished in {time.perf_counter() - start:.0f} s; summary: {root / 'summary.json'}")
+    print(f"\nDemo finished: {sum(timings.values()):.0f} s of stage time; summary: {root / 'summary.json'}")
     return 0
 
 
