@@ -67,9 +67,12 @@ class Trainer:
     tokenizer: object = None
     _stop_requested: bool = False
     _stop_agreed: bool = False
+    _resumed_at: int | None = None
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> Trainer:
+        # First, so that a preemption signal during the (long) model and data setup is not lost.
+        self._install_signal_handlers()
         from megatron.core.distributed import (
             DistributedDataParallel,
             DistributedDataParallelConfig,
@@ -118,7 +121,6 @@ class Trainer:
                 tconfig.param_sync_func = tconfig.param_sync_func[0]
         self._tconfig = tconfig
         self._load_initial_state()
-        self._install_signal_handlers()
         return self
 
     def _load_initial_state(self) -> None:
@@ -131,6 +133,7 @@ class Trainer:
                 path, self.model, self.optimizer, self.scheduler, load_optimizer=True, load_train_state=True
             )
             log.info(f"resumed from {path} at iteration {self.state.iteration}")
+            self._resumed_at = self.state.iteration
         elif cfg.checkpoint.load:
             path, _ = ckpt.resolve_checkpoint_dir(cfg.checkpoint.load, cfg.checkpoint.load_iteration)
             ckpt.load_checkpoint(
@@ -241,7 +244,8 @@ class Trainer:
         valid_it = self._iterators(valid_ds, self.state.consumed_valid_samples) if t.eval_interval else None
         metrics = MetricsLogger(cfg, self.world.is_main, self.world.world_size)
         losses: list[float] = []
-        saved_at = None
+        # A requeued run that resumes a finished one trains nothing and must not rewrite its checkpoint.
+        saved_at = self._resumed_at
         from tqdm import tqdm
 
         bar = tqdm(

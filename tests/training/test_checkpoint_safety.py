@@ -80,3 +80,15 @@ def test_anneal_starts_from_pretrain_weights_and_decays_to_min_lr(tmp_path, bool
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
     info = ckpt.read_run_info(tmp_path / "anneal" / "checkpoints" / "iter_0000003")
     assert info["stage"] == "anneal" and info["config"]["checkpoint"]["load"].endswith("pre/checkpoints")
+
+
+def test_resuming_a_finished_run_leaves_its_checkpoint_alone(tmp_path, boolq_corpus):
+    """A requeued job that finds its run already finished must not rewrite the final checkpoint."""
+    tokenizer, prefix = boolq_corpus
+    cfg = base_config(tmp_path / "run", tokenizer, prefix, train={"train_iters": 2})
+    train_in_process(cfg)
+    final = tmp_path / "run" / "checkpoints" / "iter_0000002"
+    before = {p: p.stat().st_mtime_ns for p in final.rglob("*")}
+    trainer, again = train_in_process(cfg)
+    assert again == [] and trainer.state.iteration == 2
+    assert {p: p.stat().st_mtime_ns for p in final.rglob("*")} == before
