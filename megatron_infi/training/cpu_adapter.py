@@ -16,6 +16,7 @@ import contextlib
 import functools
 
 import torch
+from torch.utils._device import _device_constructors
 
 _APPLIED = False
 
@@ -135,6 +136,10 @@ def apply() -> bool:
     torch.cuda.Event = _NullStream
     torch.cuda.stream = lambda stream=None: contextlib.nullcontext()
     torch.cuda.empty_cache = lambda: None
+    # `with torch.device("meta")` recognises factories by identity, in a set cached on first use:
+    # cache it now, with the originals, or the context stops applying to the wrapped ones (and
+    # transformers' meta-device loading leaves RoPE buffers uninitialised).
+    _device_constructors()
     for name in _FACTORIES:
         setattr(torch, name, _redirect_device(getattr(torch, name)))
     torch.Tensor.cuda = lambda self, device=None, non_blocking=False, **kwargs: self

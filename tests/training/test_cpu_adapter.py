@@ -14,6 +14,8 @@ def test_cuda_assumptions_run_on_cpu():
     weight = torch.nn.Parameter(torch.ones(2))
     assert weight.type() == "torch.cuda.FloatTensor"  # megatron-core's fp32 param assertion
     assert weight.type(torch.float64).dtype == torch.float64  # conversions are untouched
+    with torch.device("meta"):  # the device context still reaches the wrapped factories
+        assert torch.empty(2).device.type == "meta" and torch.arange(3).device.type == "meta"
     torch.cuda.synchronize()
     torch.cuda.current_stream().wait_stream(torch.cuda.Stream())
     # The model-parallel RNG tracker forks the CPU generator: inside fork, a different stream;
