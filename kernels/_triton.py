@@ -35,7 +35,7 @@ _interp_lock = threading.Lock()
 
 @contextlib.contextmanager
 def _interpreted_device_calls():
-    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.interpreter import InterpretedFunction, _patch_lang
     from triton.runtime.jit import JITFunction
 
     twins: dict = {}
@@ -45,7 +45,14 @@ def _interpreted_device_calls():
         twin = twins.get(id(self))
         if twin is None:
             twin = twins[id(self)] = InterpretedFunction(self.fn)
-        return twin(*args, **kwargs)
+        # InterpretedFunction.__call__ (triton 3.7) patches triton.language for the interpreter and
+        # never restores it, so a later real compile in this process would trace with the
+        # interpreter's builder: do its work here with the patch scope undone afterwards.
+        scope = _patch_lang(twin.fn)
+        try:
+            return twin.rewrite()(*args, **kwargs)
+        finally:
+            scope.restore()
 
     with _interp_lock:
         original = JITFunction.__call__

@@ -83,7 +83,10 @@ def test_bad_config_is_rejected_naming_the_field(command, override, field, capsy
     assert f"config error: {field}:" in capsys.readouterr().err
 
 
-def test_missing_inputs_fail_before_training(tmp_path, tiny_model_dir, capsys):
+def test_missing_inputs_fail_before_training(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    # demo_sft.yaml's data paths are relative (runs/demo/...): from an empty dir they do not exist,
+    # even after a `make demo` in the checkout.
+    monkeypatch.chdir(tmp_path)
     argv = [
         "sft",
         "--config",
