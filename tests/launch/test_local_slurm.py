@@ -101,6 +101,10 @@ def test_pretrain_sbatch_preempt_requeue_resume(cluster, boolq_corpus, tmp_path)
     # What `#SBATCH --signal=B:USR1@180` does near the time limit, now.
     subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], env=env, check=True, timeout=30)
     _wait(lambda: cluster.job(job_id).get("Restarts") == "1", 120, "the requeue", cluster, job_id)
+    _wait(lambda: cluster.job(job_id).get("JobState") == "PENDING", 60, "the requeued job", cluster, job_id)
+    # slurmd refuses a credential issued in the same second as the old run's revocation ("Job
+    # credential revoked"), so let a second pass before starting it again.
+    time.sleep(2)
     # SLURM holds a requeued job ~2 minutes before it is eligible again; make it eligible now.
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, timeout=30)
     _wait(
