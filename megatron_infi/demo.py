@@ -116,14 +116,12 @@ def stage_data(demo: Demo) -> dict:
 
 
 def _check_learned(name: str, first: float, final: float, entropy: float, from_scratch: bool) -> None:
-    """The toy run sees ~10^5 tokens: enough to learn the corpus's token distribution (loss from
-    ln(vocab) ~ 11.8 down to its unigram entropy), not to go far below it; so the check is that the
-    loss ends within 0.5 nats of the blend's unigram entropy (and, from scratch, fell by 3 nats).
-    That the model uses context is tested on a memorisation task (tests/training/test_learning.py)."""
-    if final > entropy + 0.5 or (from_scratch and final > first - 3.0):
+    """The loss must end below the blend's unigram entropy (the best any model that ignores context
+    can do), and from scratch it must also have fallen 3 nats from ln(vocab) ~ 11.8."""
+    if final >= entropy or (from_scratch and final > first - 3.0):
         raise DemoCheckFailed(
-            f"{name}: loss {first:.2f} -> {final:.2f} did not reach the corpus's unigram entropy "
-            f"{entropy:.2f} (+0.5)"
+            f"{name}: loss {first:.2f} -> {final:.2f} did not go below the corpus's unigram entropy "
+            f"{entropy:.2f}: the model did not learn from context"
         )
 
 
