@@ -68,6 +68,14 @@ class _ValidatingSource:
     def _name_source(self, kind: str, source_name: str) -> None:
         self.name = f"📥 {source_name} ({kind})"
 
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        """The reader's run (next in the MRO), with this rank's quarantine file open around it."""
+        self.quarantine.start(rank)
+        try:
+            yield from super().run(data, rank, world_size)
+        finally:
+            self.quarantine.close()
+
     def _init_source(self, source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields):
         self.source_name = source_name
         self.domain = domain
@@ -148,13 +156,6 @@ class JsonlSource(_ValidatingSource, BaseDiskReader):
                 if document is not None:
                     yield document
 
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        self.quarantine.start(rank)
-        try:
-            yield from super().run(data, rank, world_size)
-        finally:
-            self.quarantine.close()
-
 
 class ParquetSource(_ValidatingSource, BaseDiskReader):
     """Parquet files; the row number within the file stands for the line."""
@@ -190,13 +191,6 @@ class ParquetSource(_ValidatingSource, BaseDiskReader):
                     if document is not None:
                         yield document
 
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        self.quarantine.start(rank)
-        try:
-            yield from super().run(data, rank, world_size)
-        finally:
-            self.quarantine.close()
-
 
 class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
     """An HF dataset written with `Dataset.save_to_disk`, sharded by rows across tasks."""
@@ -219,10 +213,3 @@ class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
 
     def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
         return self._make_document(data, source_file, id_in_file)
-
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        self.quarantine.start(rank)
-        try:
-            yield from super().run(data, rank, world_size)
-        finally:
-            self.quarantine.close()

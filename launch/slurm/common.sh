@@ -5,11 +5,12 @@
 #
 # Preemption and time limits: each sbatch asks for `--signal=B:USR1@180 --requeue`, so 180 s before
 # the end SLURM sends USR1 to this batch shell, and infi_step reacts by its SIGNAL_MODE:
-#   forward  the stage checkpoints on SIGUSR1 and exits 0 (megatron_infi.train): the signal goes to the
+#   forward  the stage checkpoints on SIGUSR1 and exits 0 (megatron_infi.train; infi sft / dpo through
+#            megatron_infi/posttrain/preemption.py): the signal goes to the
 #            job step (srun hands it to every task; run.sh hands it to the ranks); when the step has
 #            exited cleanly the job is requeued and the next run auto-resumes from that checkpoint.
-#   requeue  the stage resumes by itself from its last checkpoint / cache (TRL stages, generation,
-#            datatrove): requeue at once; SLURM stops this run and starts the job again.
+#   requeue  the stage resumes by itself from its last checkpoint / cache (generation, datatrove):
+#            requeue at once; SLURM stops this run and starts the job again.
 #   none     ignore it (short jobs).
 # Environment: VENV (default .venv; used when it has bin/activate, else the python on PATH),
 # PYTHON (default python), LOG_DIR (default logs).

@@ -23,6 +23,7 @@ from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
 from megatron_infi.posttrain import common
 from megatron_infi.posttrain.chat import ChatTemplateError, prepare_chat_template
 from megatron_infi.posttrain.data import DataError, read_preference_records, split_held_out, to_dataset
+from megatron_infi.posttrain.preemption import Preempted, preemption_callback
 from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches
 
 LOSS_TYPES = (
@@ -145,6 +146,7 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
         else:
             ref_model = common.load_causal_lm(cfg.ref_model or cfg.model, cfg.runtime)
 
+    preemption = preemption_callback()
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,
@@ -152,7 +154,7 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
         train_dataset=to_dataset(train_records),
         eval_dataset=to_dataset(held_out) if held_out else None,
         processing_class=tokenizer,
-        callbacks=list(extra_callbacks),
+        callbacks=[preemption, *extra_callbacks],
     )
     common.set_tensorboard_dir(trainer, out / "tensorboard")
     if trainer.accelerator.is_main_process:
@@ -162,6 +164,7 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
     before = _eval_metrics(trainer, trainer.eval_dataset)
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    preemption.check(trainer.state, "dpo")
     wall = time.time() - started
     after = _eval_metrics(trainer, trainer.eval_dataset)
     model_dir = common.save_hf_dir(trainer, out / "model")
@@ -209,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ChatTemplateError) as err:
         print(f"dpo: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        print(f"[dpo] {stop}", file=sys.stderr)
+        return 0
     before = summary["held_out_before"].get("eval_rewards/margins")
     after = summary["held_out_after"].get("eval_rewards/margins")
     print(f"[dpo] model: {summary['model_dir']}  held-out reward margin: {before} -> {after}")

@@ -26,6 +26,7 @@ from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
 from megatron_infi.posttrain import common
 from megatron_infi.posttrain.chat import ChatTemplateError, prepare_chat_template
 from megatron_infi.posttrain.data import DataError, read_sft_records, to_dataset
+from megatron_infi.posttrain.preemption import Preempted, preemption_callback
 from megatron_infi.utils import SkipCounter, atomic_write_text, set_run_caches
 
 PHASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -106,6 +107,7 @@ class PhaseTrainer:
     eval_records: int
     skipped: SkipCounter
     fingerprints: dict[str, Any]
+    preemption: Any
 
 
 def build_phase_trainer(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=()) -> PhaseTrainer:
@@ -142,17 +144,26 @@ def build_phase_trainer(cfg: SFTStageConfig, index: int, init_from: Path, extra_
         tokenizer, model, cfg.chat_template, need_generation_markers=cfg.assistant_only_loss
     )
     fingerprints: dict[str, Any] = {}
+    preemption = preemption_callback()
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=to_dataset(train_records),
         eval_dataset=to_dataset(eval_records) if eval_records else None,
         processing_class=tokenizer,
-        callbacks=[common.fingerprint_callback(fingerprints), *extra_callbacks],
+        callbacks=[common.fingerprint_callback(fingerprints), preemption, *extra_callbacks],
     )
     common.set_tensorboard_dir(trainer, phase_dir / "tensorboard")
     return PhaseTrainer(
-        trainer, phase_dir, init_from, template, len(train_records), len(eval_records), skipped, fingerprints
+        trainer,
+        phase_dir,
+        init_from,
+        template,
+        len(train_records),
+        len(eval_records),
+        skipped,
+        fingerprints,
+        preemption,
     )
 
 
@@ -163,6 +174,7 @@ def run_phase(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=
     resume = common.last_complete_checkpoint(phase_dir / "checkpoints") if cfg.checkpoint.resume else None
     started = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    built.preemption.check(trainer.state, f"sft phase {phase.name}")
     model_dir = common.save_hf_dir(trainer, phase_dir / "model")
     common.finish_wandb()
 
@@ -240,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ChatTemplateError) as err:
         print(f"sft: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        print(f"[sft] {stop}", file=sys.stderr)
+        return 0
     print(f"[sft] final model: {result['final_model']}")
     return 0
 

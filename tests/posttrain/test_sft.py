@@ -207,3 +207,37 @@ def test_partial_checkpoint_is_not_resumed(tmp_path):
     (tmp_path / "checkpoint-8" / "trainer_state.json").write_text('{"global_st')  # torn write
     assert common.last_complete_checkpoint(tmp_path).name == "checkpoint-4"
     assert common.last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def _signal_at(step: int):
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    class SignalAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                os.kill(os.getpid(), signal.SIGUSR1)  # what SLURM's --signal=B:USR1 forwards
+
+    return SignalAt()
+
+
+def test_preemption_signal_checkpoints_stops_and_resumes(tmp_path, tiny_model_dir, sft_data):
+    import signal
+
+    from megatron_infi.posttrain.preemption import Preempted
+
+    cfg = sft_config(tiny_model_dir, tmp_path / "run", [("p", sft_data["phase1"], 5)])
+    handler = signal.getsignal(signal.SIGUSR1)
+    with pytest.raises(Preempted, match="step 3 of 5"):
+        run_sft(cfg, extra_callbacks=[_signal_at(2)])
+    assert signal.getsignal(signal.SIGUSR1) is handler
+    # Step 3 is not a save_steps=2 step: the checkpoint is the signal's, and nothing was exported.
+    checkpoints = tmp_path / "run" / "p" / "checkpoints"
+    assert common.last_complete_checkpoint(checkpoints).name == "checkpoint-3"
+    assert not (tmp_path / "run" / "p" / "model").exists()
+
+    resumed = run_sft(cfg)["phases"][0]
+    assert resumed["resumed_from"].endswith("checkpoint-3")
+    assert resumed["global_steps"] == 5 and [s for s, _ in resumed["losses"]] == [1, 2, 3, 4, 5]
