@@ -216,9 +216,9 @@ def stage_sft(demo: Demo) -> dict:
 
 
 def stage_dpo_pairs(demo: Demo) -> dict:
-    from megatron_infi.posttrain.demo import demo_dpo_pairs, write_demo_data
+    from megatron_infi.posttrain.demo import demo_dpo_pairs, write_pair_problems
 
-    problems = write_demo_data(demo.path("posttrain_data"))["problems"]
+    problems = write_pair_problems(demo.path("posttrain_data"))
     result = demo_dpo_pairs(demo.results["sft"]["artifact"], problems, demo.path("dpo_pairs"))
     return {
         "artifact": str(result["pairs_file"]),

@@ -162,19 +162,30 @@ class RecordStep(PipelineStep):
         raise NotImplementedError
 
 
-class LanguageStep(RecordStep):
-    name = "language"
+class _RuleStep(RecordStep):
+    """Drops the records for which one of the RuleFilter's checks gives a reason."""
+
     type = "🔻 - FILTER"
 
     def __init__(self, rules: RuleFilter):
         super().__init__()
         self.rules = rules
 
+    def reason(self, record: dict) -> str | None:
+        raise NotImplementedError
+
     def process(self, docs, rank):
         for doc in docs:
-            reason = self.rules.language_reason(doc.metadata["record"])
+            reason = self.reason(doc.metadata["record"])
             if reason:
                 drop(doc, reason)
+
+
+class LanguageStep(_RuleStep):
+    name = "language"
+
+    def reason(self, record):
+        return self.rules.language_reason(record)
 
 
 class CotStep(RecordStep):
@@ -228,19 +239,11 @@ def _tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-class ResponseRulesStep(RecordStep):
+class ResponseRulesStep(_RuleStep):
     name = "response rules"
-    type = "🔻 - FILTER"
 
-    def __init__(self, rules: RuleFilter):
-        super().__init__()
-        self.rules = rules
-
-    def process(self, docs, rank):
-        for doc in docs:
-            reason = self.rules.response_reason(doc.metadata["record"])
-            if reason:
-                drop(doc, reason)
+    def reason(self, record):
+        return self.rules.response_reason(record)
 
 
 class DomainLabelStep(RecordStep):

@@ -30,12 +30,17 @@ def write_demo_data(data_dir: str | Path) -> dict[str, Path]:
     data_dir = Path(data_dir)
     gsm = reference_data.sft_records(reference_data.gsm_symbolic(32, seed=1), "gsm_symbolic")
     champ = reference_data.sft_records(reference_data.champ()[:32], "champ")
-    problems = reference_data.pair_problems(reference_data.gsm_symbolic(8, seed=2))
     return {
         "phase1": reference_data.write_jsonl(data_dir / "gsm_symbolic_sft.jsonl", gsm),
         "phase2": reference_data.write_jsonl(data_dir / "champ_sft.jsonl", champ),
-        "problems": reference_data.write_jsonl(data_dir / "gsm_symbolic_problems.jsonl", problems),
+        "problems": write_pair_problems(data_dir),
     }
+
+
+def write_pair_problems(data_dir: str | Path) -> Path:
+    """The DPO-pairs problems alone (for a demo whose SFT data comes from the selection stage)."""
+    problems = reference_data.pair_problems(reference_data.gsm_symbolic(8, seed=2))
+    return reference_data.write_jsonl(Path(data_dir) / "gsm_symbolic_problems.jsonl", problems)
 
 
 def demo_sft(

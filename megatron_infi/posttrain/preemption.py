@@ -10,6 +10,7 @@ checkpoint (`checkpoint.resume`). Without it a time limit loses up to `save_step
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -69,8 +70,13 @@ class _Preemption:
             )
 
 
-def preemption_callback() -> _Preemption:
-    """A TrainerCallback instance (transformers is imported here, not for `--dry-run`)."""
+@functools.cache
+def _callback_class() -> type:
     from transformers import TrainerCallback
 
-    return type("PreemptionCallback", (_Preemption, TrainerCallback), {})()
+    return type("PreemptionCallback", (_Preemption, TrainerCallback), {})
+
+
+def preemption_callback() -> _Preemption:
+    """A TrainerCallback instance (transformers is imported here, not for `--dry-run`)."""
+    return _callback_class()()
