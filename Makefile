@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+WHEELS := $(VENV)/wheels/.fetched
 PYTEST_ARGS ?=
 
 # Python 3.12: a working python3.12 on PATH, else pyenv's install (the bare pyenv shim fails until
@@ -14,7 +15,7 @@ PYTHON312 ?= $(shell for c in python3.12 $$(pyenv root 2>/dev/null)/versions/3.1
 
 .PHONY: setup test test-all demo lint format clean-demo
 
-setup: $(STAMP)
+setup: $(STAMP) $(WHEELS)
 
 $(STAMP): setup.py constraints.txt
 	@test -n "$(PYTHON312)" || { echo "error: Python 3.12 not found (tried python3.12 and pyenv's versions/3.12*)"; exit 1; }
@@ -23,13 +24,17 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all]"
 	@touch $(STAMP)
 
-test: $(STAMP)
+$(WHEELS): wheels.txt $(STAMP)
+	$(PY) -m pip download --quiet --no-deps -r wheels.txt -d $(VENV)/wheels
+	@touch $(WHEELS)
+
+test: setup
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS) tests
 
-test-all: $(STAMP)
+test-all: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
-demo: $(STAMP)
+demo: setup
 	$(PY) -m megatron_infi.demo
 
 lint: $(STAMP)

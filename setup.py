@@ -1,6 +1,6 @@
 """megatron-infi: data -> pretrain -> anneal -> convert -> SFT -> DPO -> eval on megatron-core."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 CORE = [
     "torch>=2.6,<2.14",
@@ -78,7 +78,10 @@ setup(
     version="0.1.0",
     description="InfiR / InfiAlign training pipeline on megatron-core: data, pretrain, anneal, convert, SFT, DPO, eval",
     python_requires=">=3.12",
-    packages=find_packages(include=["megatron_infi*", "data_processing*", "kernels*", "checkpoints_tools*"]),
+    # One import name, `megatron_infi`. The repository's kernels/, data_processing/ and checkpoints_tools/
+    # folders are its sub-packages through the links megatron_infi/<name> -> ../<name> (followed here),
+    # and have no __init__.py: they claim no top-level import name (HF's `kernels` is one).
+    packages=find_namespace_packages(include=["megatron_infi", "megatron_infi.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
     package_data={"": ["*.yaml", "*.json", "*.txt"]},
     install_requires=CORE,

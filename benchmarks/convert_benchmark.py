@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 def write_random_hf(preset: str, out: Path, seed: int = 0) -> dict:
     from tqdm import tqdm
 
-    from checkpoints_tools import hf_io
-    from checkpoints_tools.mappings import for_arch
+    from megatron_infi.checkpoints_tools import hf_io
+    from megatron_infi.checkpoints_tools.mappings import for_arch
     from megatron_infi.config.core import from_dict
     from megatron_infi.config.schema import ModelConfig, TrainConfig
 
@@ -92,7 +92,7 @@ def timed(cmd: list[str]) -> dict:
 
 
 def sample_identical(a: Path, b: Path, names: list[str]) -> bool:
-    from checkpoints_tools.hf_io import SafetensorsReader
+    from megatron_infi.checkpoints_tools.hf_io import SafetensorsReader
 
     ra, rb = SafetensorsReader(a), SafetensorsReader(b)
     return all(torch.equal(ra.get(n).view(torch.int16), rb.get(n).view(torch.int16)) for n in names)
@@ -119,7 +119,7 @@ def main() -> int:
         python = [sys.executable, "-m"]
         from_hf = [
             *python,
-            "checkpoints_tools.from_hf",
+            "megatron_infi.checkpoints_tools.from_hf",
             "--hf",
             str(work / "hf"),
             "--out",
@@ -128,7 +128,14 @@ def main() -> int:
         result = timed([*from_hf, "--tp", str(args.tp), "--pp", str(args.pp)])
         print(json.dumps({"step": "from-hf", "preset": args.preset, "tp": args.tp, "pp": args.pp, **result}))
         result = timed(
-            [*python, "checkpoints_tools.to_hf", "--load", str(work / "mcore"), "--out", str(work / "out")]
+            [
+                *python,
+                "megatron_infi.checkpoints_tools.to_hf",
+                "--load",
+                str(work / "mcore"),
+                "--out",
+                str(work / "out"),
+            ]
         )
         print(json.dumps({"step": "to-hf", "preset": args.preset, **result}))
         names = [

@@ -2,7 +2,7 @@
 
     python benchmarks/data_filters.py [--repeats 3] [--cpu 0]
 
-Runs each step, pinned to one core, over the demo corpus (data_processing.demo_corpus: real news,
+Runs each step, pinned to one core, over the demo corpus (megatron_infi.demo.corpus: real news,
 plot summaries, Wikipedia passages, maths solutions and stdlib code) with the demo config's scopes,
 and the whole heuristic stage as the pipeline chains it. Best of `--repeats`.
 """
@@ -61,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", type=int, default=0)
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {args.cpu})
-    from data_processing.demo_corpus import build
-    from data_processing.pipelines.config import PretrainDataConfig
-    from data_processing.pipelines.pretrain import _heuristic_steps
-    from data_processing.steps.decontaminate import DecontaminationFilter
-    from data_processing.steps.quality import CodeQualityFilter
     from megatron_infi.config.core import from_dict, load_yaml
+    from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
+    from megatron_infi.data_processing.pipelines.pretrain import _heuristic_steps
+    from megatron_infi.data_processing.steps.decontaminate import DecontaminationFilter
+    from megatron_infi.data_processing.steps.quality import CodeQualityFilter
+    from megatron_infi.demo.corpus import build
 
     root = Path(tempfile.mkdtemp(prefix="bench-filters-"))
     corpus = build(root / "corpus")

@@ -13,7 +13,7 @@ numbers are tokens/s per core:
   tools/preprocess_data.py (multiprocessing Pool with an HF AutoTokenizer per worker, `imap(chunksize=32)`
   over JSON lines, one `tokenize()` per document + EOD, IndexedDatasetBuilder.add_document in the parent).
 
-The corpus is the demo corpus (data_processing.demo_corpus, ~4 MB of real text) repeated `--copies`
+The corpus is the demo corpus (megatron_infi.demo.corpus, ~4 MB of real text) repeated `--copies`
 times, the tokenizer Llama-3. Times include loading the tokenizer, except for `limit`.
 Each method runs `--repeats` times, interleaved; the best run is reported.
 """
@@ -41,7 +41,7 @@ EOD = "<|end_of_text|>"
 
 def write_input(corpus_dir: Path, path: Path, copies: int) -> int:
     """All demo-corpus documents, `copies` times, in one JSONL file (text + domain); returns the count."""
-    from data_processing.demo_corpus import build
+    from megatron_infi.demo.corpus import build
 
     corpus = build(corpus_dir)
     count = 0
@@ -76,8 +76,8 @@ def run_limit(input_path: Path, tokenizer_json: str, work: Path) -> tuple[int, f
 def run_ours(input_path: Path, tokenizer_json: str, work: Path) -> tuple[int, float]:
     from datatrove.pipeline.readers import JsonlReader
 
-    from data_processing.pipelines.finalize import merge_domain_shards
-    from data_processing.steps.tokenize import DomainMegatronTokenizer
+    from megatron_infi.data_processing.pipelines.finalize import merge_domain_shards
+    from megatron_infi.data_processing.steps.tokenize import DomainMegatronTokenizer
 
     start = time.perf_counter()
     reader = JsonlReader(str(input_path.parent), glob_pattern=input_path.name)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     import megatron.core.datasets.indexed_dataset  # noqa: F401
     import transformers  # noqa: F401
 
-    import data_processing.pipelines.finalize  # noqa: F401
+    import megatron_infi.data_processing.pipelines.finalize  # noqa: F401
     from megatron_infi.data.tokenizer import build_llama3_tokenizer
     from megatron_infi.utils import set_run_caches
 

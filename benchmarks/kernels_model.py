@@ -97,7 +97,7 @@ class McoreRun:
             finalize_model_grads,
         )
 
-        from kernels.optim import use_fused_adam
+        from megatron_infi.kernels.optim import use_fused_adam
         from megatron_infi.models.gpt import build_model, resolve_dtype
         from megatron_infi.models.spec import check_supported
         from megatron_infi.training.distributed import init_model_parallel

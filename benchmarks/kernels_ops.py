@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels.cross_entropy import linear_cross_entropy  # noqa: E402
-from kernels.rmsnorm import rmsnorm_triton  # noqa: E402
-from kernels.rope import llama3_inv_freq, rope_angles, rope_triton  # noqa: E402
-from kernels.swiglu import swiglu_torch, swiglu_triton  # noqa: E402
+from megatron_infi.kernels.cross_entropy import linear_cross_entropy  # noqa: E402
+from megatron_infi.kernels.rmsnorm import rmsnorm_triton  # noqa: E402
+from megatron_infi.kernels.rope import llama3_inv_freq, rope_angles, rope_triton  # noqa: E402
+from megatron_infi.kernels.swiglu import swiglu_torch, swiglu_triton  # noqa: E402
 
 # Llama-3.2-1B, micro-batch 2, sequence 4096
 B, S, HIDDEN, FFN, HEADS, GROUPS, HEAD_DIM, VOCAB = 2, 4096, 2048, 8192, 32, 8, 64, 128256

@@ -23,7 +23,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from megatron_infi.config.core import load_config
-from megatron_infi.posttrain import common, reference_data
+from megatron_infi.demo import reference_data
+from megatron_infi.posttrain import common
 from megatron_infi.posttrain.sft import SFTStageConfig, build_phase_trainer
 
 

@@ -30,14 +30,14 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=64)
     args = parser.parse_args()
 
-    from data_processing.decontamination.embedding import SentenceEncoder
-    from data_processing.sft.decontaminate import BenchmarkSet
-    from data_processing.sft.demo_data import build_demo_inputs
-    from data_processing.sft.diversity import kmeans_labels, near_duplicates
-    from data_processing.sft.filters import RuleFilter
-    from data_processing.sft.formats import read_records
-    from data_processing.sft.records import prompt_text, response_text
     from megatron_infi.data.tokenizer import build_llama3_tokenizer, load_tokenizer
+    from megatron_infi.data_processing.decontamination.embedding import SentenceEncoder
+    from megatron_infi.data_processing.sft.decontaminate import BenchmarkSet
+    from megatron_infi.data_processing.sft.diversity import kmeans_labels, near_duplicates
+    from megatron_infi.data_processing.sft.filters import RuleFilter
+    from megatron_infi.data_processing.sft.formats import read_records
+    from megatron_infi.data_processing.sft.records import prompt_text, response_text
+    from megatron_infi.demo.sft_inputs import build_demo_inputs
     from megatron_infi.utils import SkipCounter
 
     out = Path(args.out)

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from checkpoints_tools import hf_io
-from checkpoints_tools.mappings import ArchMapping, ConversionError, for_hf_config
-from checkpoints_tools.mappings.base import to_mcore
+from megatron_infi.checkpoints_tools import hf_io
+from megatron_infi.checkpoints_tools.mappings import ArchMapping, ConversionError, for_hf_config
+from megatron_infi.checkpoints_tools.mappings.base import to_mcore
 from megatron_infi.config.core import ConfigError, from_dict, to_dict
 from megatron_infi.config.presets import PRESETS
 from megatron_infi.config.schema import ModelConfig, TrainConfig
@@ -152,7 +152,11 @@ def convert(
     """Convert and return the checkpoint's iteration dir (`out/iter_0000000`)."""
     from tqdm import tqdm
 
-    from checkpoints_tools.mcore_io import build_meta_model, single_process_group, streaming_save_strategy
+    from megatron_infi.checkpoints_tools.mcore_io import (
+        build_meta_model,
+        single_process_group,
+        streaming_save_strategy,
+    )
     from megatron_infi.training.checkpoint import save_weights
 
     hf_dir, out = Path(hf_dir), Path(out)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from checkpoints_tools.mappings.base import ConversionError
+from megatron_infi.checkpoints_tools.mappings.base import ConversionError
 from megatron_infi.config.schema import ParallelConfig, TrainConfig
 
 # (key, chunk offsets, chunk sizes) -> the chunk's tensor, in the checkpoint's global layout.

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from checkpoints_tools import hf_io
-from checkpoints_tools.mappings import ConversionError, for_arch
-from checkpoints_tools.mappings.base import to_hf
+from megatron_infi.checkpoints_tools import hf_io
+from megatron_infi.checkpoints_tools.mappings import ConversionError, for_arch
+from megatron_infi.checkpoints_tools.mappings.base import to_hf
 from megatron_infi.config.core import ConfigError
 
 DEFAULT_MAX_SHARD = "5GB"
@@ -45,7 +45,7 @@ def expected_mcore_shapes(cfg, dtype: torch.dtype) -> dict[str, tuple[int, ...]]
     from megatron.core.dist_checkpointing.dict_utils import nested_values
     from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
 
-    from checkpoints_tools.mcore_io import build_meta_model
+    from megatron_infi.checkpoints_tools.mcore_io import build_meta_model
 
     layers = cfg.model.num_layers
     shapes = {}
@@ -112,7 +112,7 @@ def export(
     from tqdm import tqdm
     from transformers import GenerationConfig
 
-    from checkpoints_tools.mcore_io import McoreCheckpoint, single_process_group
+    from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint, single_process_group
     from megatron_infi.utils import atomic_dir
 
     out_dir = Path(out_dir)

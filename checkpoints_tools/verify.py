@@ -1,7 +1,7 @@
 """Logit parity of a megatron-core checkpoint and a Hugging Face model on the same tokens.
 
     infi convert verify --load CKPT --hf DIR [--iteration I] [--dtype auto|fp32|bf16]
-    torchrun --nproc-per-node 2 -m checkpoints_tools.verify --load CKPT --hf DIR --tp 2
+    torchrun --nproc-per-node 2 -m megatron_infi.checkpoints_tools.verify --load CKPT --hf DIR --tp 2
 
 The megatron-core model is built by the trainer's own code (`build_model`, under any TP/PP, one
 process per rank) and loaded with `load_checkpoint` (weights only); the HF model with
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from checkpoints_tools.mappings import ConversionError
+from megatron_infi.checkpoints_tools.mappings import ConversionError
 from megatron_infi.config.core import ConfigError
 
 
@@ -170,8 +170,8 @@ def verify(
     """Compare the checkpoint's and the HF model's logits; every rank returns the same report."""
     from megatron.core import parallel_state as ps
 
-    from checkpoints_tools.hf_io import has_tokenizer
-    from checkpoints_tools.mcore_io import McoreCheckpoint
+    from megatron_infi.checkpoints_tools.hf_io import has_tokenizer
+    from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint
     from megatron_infi.models.gpt import resolve_dtype
     from megatron_infi.training.distributed import device, init_model_parallel
 

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import triton.language as tl
 
-from kernels._triton import device_kernel, next_power_of_2
+from megatron_infi.kernels._triton import device_kernel, next_power_of_2
 
 IGNORE_INDEX = -100
 # Logits of one chunk: ~512 MiB keeps the GEMMs large (and the fp32 dW read-modify-writes few)

@@ -8,7 +8,7 @@ import functools
 import torch
 from megatron.core.models.gpt import GPTModel
 
-from kernels.cross_entropy import IGNORE_INDEX, IMPLS, linear_cross_entropy
+from megatron_infi.kernels.cross_entropy import IGNORE_INDEX, IMPLS, linear_cross_entropy
 
 
 def fused_output_loss(

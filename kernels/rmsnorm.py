@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 import triton.language as tl
 
-from kernels._triton import device_kernel, next_power_of_2, num_programs, warps_for
+from megatron_infi.kernels._triton import device_kernel, next_power_of_2, num_programs, warps_for
 
 
 def rmsnorm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import triton.language as tl
 from megatron.core.transformer.attention import SelfAttention
 
-from kernels._triton import device_kernel, next_power_of_2
+from megatron_infi.kernels._triton import device_kernel, next_power_of_2
 
 
 def llama3_inv_freq(

@@ -2,7 +2,7 @@
 compiled on a GPU, in Triton's interpreter on CPU (small shapes). An install check for GPU nodes and
 the kernels step of `make demo`.
 
-    python -m kernels.selfcheck [--out DIR]      # writes DIR/kernels_selfcheck.json
+    python -m megatron_infi.kernels.selfcheck [--out DIR]      # writes DIR/kernels_selfcheck.json
 
 `run_selfcheck(out_dir)` returns {op: {"max_rel_error": ..., "bound": ..., "ok": ...}} and exits
 non-zero from `main` when any op is off its bound.
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from kernels.cross_entropy import cross_entropy_reference, linear_cross_entropy
-from kernels.rmsnorm import rmsnorm_reference, rmsnorm_triton
-from kernels.rope import llama3_inv_freq, rope_angles, rope_reference, rope_triton
-from kernels.swiglu import swiglu_reference, swiglu_triton
+from megatron_infi.kernels.cross_entropy import cross_entropy_reference, linear_cross_entropy
+from megatron_infi.kernels.rmsnorm import rmsnorm_reference, rmsnorm_triton
+from megatron_infi.kernels.rope import llama3_inv_freq, rope_angles, rope_reference, rope_triton
+from megatron_infi.kernels.swiglu import swiglu_reference, swiglu_triton
 
 BOUND = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import triton.language as tl
 from megatron.core.transformer.mlp import MLP
 
-from kernels._triton import device_kernel
+from megatron_infi.kernels._triton import device_kernel
 
 BLOCK = 1024
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cross_entropy import mixed_addmm_supported
+from megatron_infi.kernels.cross_entropy import mixed_addmm_supported
 
 
 class TorchWgradAccumulation:

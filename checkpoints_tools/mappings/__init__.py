@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from checkpoints_tools.mappings import llama, qwen2
-from checkpoints_tools.mappings.base import ArchMapping, ConversionError
+from megatron_infi.checkpoints_tools.mappings import llama, qwen2
+from megatron_infi.checkpoints_tools.mappings.base import ArchMapping, ConversionError
 
 MAPPINGS: dict[str, ArchMapping] = {m.arch: m for m in (llama.MAPPING, qwen2.MAPPING)}
 

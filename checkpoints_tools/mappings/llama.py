@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from checkpoints_tools.mappings.base import (
+from megatron_infi.checkpoints_tools.mappings.base import (
     ArchMapping,
     Rule,
     common_fields,

@@ -6,7 +6,7 @@ the same grouped layout as the weight) and by usually untied embeddings.
 
 from __future__ import annotations
 
-from checkpoints_tools.mappings.base import (
+from megatron_infi.checkpoints_tools.mappings.base import (
     ArchMapping,
     Rule,
     common_fields,
@@ -14,8 +14,8 @@ from checkpoints_tools.mappings.base import (
     require,
     rope_fields,
 )
-from checkpoints_tools.mappings.llama import LAYER
-from checkpoints_tools.mappings.llama import RULES as LLAMA_RULES
+from megatron_infi.checkpoints_tools.mappings.llama import LAYER
+from megatron_infi.checkpoints_tools.mappings.llama import RULES as LLAMA_RULES
 
 QKV_BIAS = Rule(
     "decoder.layers.self_attention.linear_qkv.bias",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_processing.decontamination.ngram import BenchmarkItem, load_benchmark_items
 from megatron_infi import assets
+from megatron_infi.data_processing.decontamination.ngram import BenchmarkItem, load_benchmark_items
 
 # Benchmark fields that hold a question (what an SFT prompt would paraphrase); answers and
 # solutions are left to the n-gram index, where a short answer cannot cause a false match.

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from datatrove.pipeline.base import PipelineStep
 
-from data_processing.pipelines.config import DOMAINS
-from data_processing.pipelines.layout import RunLayout
 from megatron_infi.data.tokenizer import sha256_file
+from megatron_infi.data_processing.pipelines.config import DOMAINS
+from megatron_infi.data_processing.pipelines.layout import RunLayout
 from megatron_infi.utils import atomic_write_json
 
 FUNNEL_STAGES = ("input", "heuristic", "recall", "dedup", "quality", "decontamination")
@@ -136,7 +136,7 @@ def collect_quarantine(layout: RunLayout) -> dict:
 
 
 def build_decontamination_report(layout: RunLayout, config: dict) -> dict:
-    from data_processing.decontamination.ngram import DEFAULT_TEXT_FIELDS, load_benchmark_items
+    from megatron_infi.data_processing.decontamination.ngram import DEFAULT_TEXT_FIELDS, load_benchmark_items
 
     dcfg = config["decontamination"]
     benchmarks = []
@@ -206,7 +206,7 @@ class FinalizeRun(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         from tokenizers import Tokenizer
 
-        from data_processing.pipelines.report import write_report
+        from megatron_infi.data_processing.pipelines.report import write_report
 
         layout = RunLayout(self.root)
         domains = {}

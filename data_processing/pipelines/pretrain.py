@@ -1,6 +1,6 @@
 """InfiR pretraining data pipeline: sources -> five stages -> `<domain>.bin/.idx` + manifest.json.
 
-    python -m data_processing.pipelines.pretrain --config launch/configs/data/demo.yaml [--dry-run] [k=v ...]
+    python -m megatron_infi.data_processing.pipelines.pretrain --config launch/configs/data/demo.yaml [--dry-run] [k=v ...]
     infi data pretrain --config ...
 
 The run is a chain of datatrove executors (local processes or SLURM job arrays with dependencies):
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from data_processing.pipelines.config import PretrainDataConfig
-from data_processing.pipelines.layout import RunLayout
 from megatron_infi.config.core import ConfigError, parse_stage_config, to_dict
+from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
+from megatron_infi.data_processing.pipelines.layout import RunLayout
 from megatron_infi.utils import atomic_write_text, set_run_caches
 
 # keys that may change between a run and its resumption (they do not change what a task computes)
@@ -43,7 +43,7 @@ class Stage:
 def _resolved_tokenizer(cfg: PretrainDataConfig) -> tuple[str, str]:
     from tokenizers import Tokenizer
 
-    from data_processing.steps.tokenize import find_eod_token
+    from megatron_infi.data_processing.steps.tokenize import find_eod_token
 
     path = str(cfg.tokenize.tokenizer_json().resolve())
     eod = cfg.tokenize.eod_token or find_eod_token(Tokenizer.from_file(path))
@@ -51,7 +51,7 @@ def _resolved_tokenizer(cfg: PretrainDataConfig) -> tuple[str, str]:
 
 
 def _reader(source, layout: RunLayout, ingest):
-    from data_processing.steps.sources import HFDiskSource, JsonlSource, ParquetSource
+    from megatron_infi.data_processing.steps.sources import HFDiskSource, JsonlSource, ParquetSource
 
     common = dict(
         source_name=source.name,
@@ -79,8 +79,12 @@ def _heuristic_steps(cfg: PretrainDataConfig) -> list:
         GopherRepetitionFilter,
     )
 
-    from data_processing.steps.heuristics import CodeRulesFilter, LocalLanguageFilter, ScopedFilter
     from megatron_infi import assets
+    from megatron_infi.data_processing.steps.heuristics import (
+        CodeRulesFilter,
+        LocalLanguageFilter,
+        ScopedFilter,
+    )
 
     h = cfg.heuristic
     math = h.math_aware
@@ -122,7 +126,7 @@ def _heuristic_steps(cfg: PretrainDataConfig) -> list:
 
 
 def _quality_steps(cfg: PretrainDataConfig) -> list:
-    from data_processing.steps.quality import CodeQualityFilter, EmbeddingScoreFilter
+    from megatron_infi.data_processing.steps.quality import CodeQualityFilter, EmbeddingScoreFilter
 
     q = cfg.quality
     steps = []
@@ -152,7 +156,7 @@ class _StageBuilder:
         self.groups: dict[str, list[int]] = {}
 
     def add(self, label: str, steps: list) -> None:
-        from data_processing.steps.funnel import FunnelCounter
+        from megatron_infi.data_processing.steps.funnel import FunnelCounter
 
         start = len(self.pipeline)
         self.pipeline.extend(steps)
@@ -167,9 +171,9 @@ def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
 
-    from data_processing.pipelines.finalize import FinalizeRun
-    from data_processing.steps.decontaminate import DecontaminationFilter
-    from data_processing.steps.tokenize import DomainMegatronTokenizer
+    from megatron_infi.data_processing.pipelines.finalize import FinalizeRun
+    from megatron_infi.data_processing.steps.decontaminate import DecontaminationFilter
+    from megatron_infi.data_processing.steps.tokenize import DomainMegatronTokenizer
 
     layout = RunLayout(cfg.output_dir)
     tasks = cfg.executor.tasks
@@ -181,7 +185,7 @@ def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     if cfg.heuristic.enabled:
         first.add("heuristic", _heuristic_steps(cfg))
     if cfg.recall.enabled:
-        from data_processing.steps.recall import RecallFilter
+        from megatron_infi.data_processing.steps.recall import RecallFilter
 
         first.add("recall", [RecallFilter(cfg.recall.model_path, cfg.recall.thresholds, cfg.recall.domains)])
     first.pipeline.append(JsonlWriter(str(layout.filtered), output_filename="${rank}.jsonl.gz"))

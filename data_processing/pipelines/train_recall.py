@@ -1,6 +1,6 @@
 """Train the stage-2 recall classifier: seed positives per domain against random negatives.
 
-    python -m data_processing.pipelines.train_recall --config launch/configs/data/demo_recall.yaml
+    python -m megatron_infi.data_processing.pipelines.train_recall --config launch/configs/data/demo_recall.yaml
     infi data train-recall --config ...
 
 One multi-label fastText model (one-vs-all: an independent sigmoid per domain) is written in fastText's
@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_processing.fasttext_train import FastTextArgs, one_line, train_supervised
 from megatron_infi.config.core import ConfigError, parse_stage_config, to_dict
+from megatron_infi.data_processing.fasttext_train import FastTextArgs, one_line, train_supervised
 from megatron_infi.utils import SkipCounter, atomic_write_json, read_jsonl
 
 NEGATIVE_LABEL = "other"

@@ -258,7 +258,7 @@ class EvolutionConfig:
     sampling: LLMTask = field(default_factory=lambda: LLMTask(max_new_tokens=384, temperature=0.7))
 
     def validate(self) -> None:
-        from data_processing.sft.prompts import EVOL_OPERATIONS
+        from megatron_infi.data_processing.sft.prompts import EVOL_OPERATIONS
 
         if self.rounds < 0:
             raise ConfigError("rounds", "must be >= 0")

@@ -15,9 +15,9 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from data_processing.sft.config import CurriculumConfig
-from data_processing.sft.report import write_report
-from data_processing.sft.steps import iter_shards
+from megatron_infi.data_processing.sft.config import CurriculumConfig
+from megatron_infi.data_processing.sft.report import write_report
+from megatron_infi.data_processing.sft.steps import iter_shards
 from megatron_infi.utils import atomic_write_bytes, atomic_write_json
 
 

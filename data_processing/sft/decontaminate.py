@@ -16,9 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from data_processing.decontamination.embedding import EmbeddingIndex, SentenceEncoder, load_question_items
-from data_processing.decontamination.ngram import BenchmarkItem, NGramIndex, load_benchmark_items
-from data_processing.sft.records import full_text
+from megatron_infi.data_processing.decontamination.embedding import (
+    EmbeddingIndex,
+    SentenceEncoder,
+    load_question_items,
+)
+from megatron_infi.data_processing.decontamination.ngram import (
+    BenchmarkItem,
+    NGramIndex,
+    load_benchmark_items,
+)
+from megatron_infi.data_processing.sft.records import full_text
 from megatron_infi.utils import atomic_write_bytes
 
 

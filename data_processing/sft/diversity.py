@@ -18,7 +18,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from data_processing.decontamination.ngram import ngram_hashes, normalize_words
+from megatron_infi.data_processing.decontamination.ngram import ngram_hashes, normalize_words
 
 
 def balanced_quotas(sizes: dict[Hashable, int], budget: int) -> dict[Hashable, int]:

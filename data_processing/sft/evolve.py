@@ -7,13 +7,13 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from data_processing.sft import llm as llm_calls
-from data_processing.sft import prompts
-from data_processing.sft.config import EvolutionConfig, QualityConfig, RejectionConfig
-from data_processing.sft.filters import RuleFilter, extract_code
-from data_processing.sft.formats import to_canonical
-from data_processing.sft.quality import Verifier
-from data_processing.sft.records import last_prompt, record_id, with_response
+from megatron_infi.data_processing.sft import llm as llm_calls
+from megatron_infi.data_processing.sft import prompts
+from megatron_infi.data_processing.sft.config import EvolutionConfig, QualityConfig, RejectionConfig
+from megatron_infi.data_processing.sft.filters import RuleFilter, extract_code
+from megatron_infi.data_processing.sft.formats import to_canonical
+from megatron_infi.data_processing.sft.quality import Verifier
+from megatron_infi.data_processing.sft.records import last_prompt, record_id, with_response
 
 
 def pick_operation(record_id: str, round_index: int, operations: list[str], seed: int) -> str:

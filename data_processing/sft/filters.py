@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from data_processing.sft.records import prompt_text, response_text
 from megatron_infi import assets
+from megatron_infi.data_processing.sft.records import prompt_text, response_text
 
 FENCE = re.compile(r"```")
 CODE_BLOCK = re.compile(r"```[^\n`]*\n(.*?)```", re.S)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from data_processing.sft.records import RecordError, infer_task, make_record
+from megatron_infi.data_processing.sft.records import RecordError, infer_task, make_record
 from megatron_infi.utils import SkipCounter
 
 FORMATS = ("auto", "messages", "sharegpt", "alpaca", "qa")

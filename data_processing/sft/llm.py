@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from data_processing.sft import prompts
-from data_processing.sft.config import LLMTask
-from data_processing.sft.records import conversation_prefix, last_prompt
+from megatron_infi.data_processing.sft import prompts
+from megatron_infi.data_processing.sft.config import LLMTask
+from megatron_infi.data_processing.sft.records import conversation_prefix, last_prompt
 
 CHUNK = 64  # conversations per backend call: progress granularity; the backend batches inside
 
@@ -110,7 +110,7 @@ def correct(
 def quality_scores(
     backend: ChatBackend, records: list[dict], task: LLMTask, seed: int = 0
 ) -> list[float | None]:
-    from data_processing.sft.records import response_text
+    from megatron_infi.data_processing.sft.records import response_text
 
     conversations = [user(prompts.score_prompt(last_prompt(r), response_text(r))) for r in records]
     replies = chat(backend, conversations, task, seed, desc="scores")

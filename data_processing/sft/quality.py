@@ -13,10 +13,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from data_processing.sft import llm as llm_calls
-from data_processing.sft.config import QualityConfig
-from data_processing.sft.filters import RuleFilter, extract_code
-from data_processing.sft.records import response_text, with_response
+from megatron_infi.data_processing.sft import llm as llm_calls
+from megatron_infi.data_processing.sft.config import QualityConfig
+from megatron_infi.data_processing.sft.filters import RuleFilter, extract_code
+from megatron_infi.data_processing.sft.records import response_text, with_response
 
 
 @dataclass

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_processing.sft.config import ExecutorConfig, SelectConfig
-from data_processing.sft.filters import RuleFilter
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config, to_dict
+from megatron_infi.data_processing.sft.config import ExecutorConfig, SelectConfig
+from megatron_infi.data_processing.sft.filters import RuleFilter
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
 # Config fields that do not change results (how the work is spread, not what it computes).
@@ -79,7 +79,7 @@ def check_run_dir(cfg: SelectConfig, out: Path, config_dict: dict[str, Any] | No
 
 
 def check_paths(cfg: SelectConfig) -> None:
-    from data_processing.sft.formats import expand_paths
+    from megatron_infi.data_processing.sft.formats import expand_paths
 
     for i, spec in enumerate(cfg.inputs):
         if not expand_paths(spec.path):
@@ -92,9 +92,9 @@ def check_paths(cfg: SelectConfig) -> None:
 
 
 def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage]:
-    from data_processing.sft import steps
-    from data_processing.sft.curriculum import FinalizeStep
-    from data_processing.sft.selection import SelectStep
+    from megatron_infi.data_processing.sft import steps
+    from megatron_infi.data_processing.sft.curriculum import FinalizeStep
+    from megatron_infi.data_processing.sft.selection import SelectStep
 
     work = out / "work"
     rules = RuleFilter.from_config(cfg.filters)
@@ -249,8 +249,8 @@ def prepare_run(cfg: SelectConfig, config_dict: dict[str, Any] | None = None) ->
         and dc.embedding_threshold is not None
         and not (out / "work" / "benchmarks.npy").exists()
     ):
-        from data_processing.sft.decontaminate import BenchmarkSet
-        from data_processing.sft.steps import get_encoder
+        from megatron_infi.data_processing.sft.decontaminate import BenchmarkSet
+        from megatron_infi.data_processing.sft.steps import get_encoder
 
         encoder = get_encoder(cfg.diversity.encoder, cfg.diversity.encoder_max_tokens)
         BenchmarkSet.build(

@@ -17,16 +17,16 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from data_processing.sft.config import DifficultyConfig, DiversityConfig
-from data_processing.sft.diversity import (
+from megatron_infi.data_processing.sft.config import DifficultyConfig, DiversityConfig
+from megatron_infi.data_processing.sft.diversity import (
     keep_longest_per_cluster,
     kmeans_labels,
     near_duplicates,
     sample_by_groups,
     train_domain_classifier,
 )
-from data_processing.sft.records import prompt_text
-from data_processing.sft.steps import iter_shards
+from megatron_infi.data_processing.sft.records import prompt_text
+from megatron_infi.data_processing.sft.steps import iter_shards
 from megatron_infi.utils import atomic_write_bytes, atomic_write_json
 
 

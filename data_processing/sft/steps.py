@@ -22,10 +22,16 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
-from data_processing.sft.config import InputSpec, LLMTask, QualityConfig
-from data_processing.sft.filters import RuleFilter
-from data_processing.sft.formats import expand_paths, iter_raw, to_canonical
-from data_processing.sft.records import RecordError, has_response, prompt_text, response_text, with_response
+from megatron_infi.data_processing.sft.config import InputSpec, LLMTask, QualityConfig
+from megatron_infi.data_processing.sft.filters import RuleFilter
+from megatron_infi.data_processing.sft.formats import expand_paths, iter_raw, to_canonical
+from megatron_infi.data_processing.sft.records import (
+    RecordError,
+    has_response,
+    prompt_text,
+    response_text,
+    with_response,
+)
 from megatron_infi.utils import atomic_write_json
 
 
@@ -48,7 +54,7 @@ def drop(doc: Document, reason: str) -> None:
 @lru_cache(maxsize=4)
 def get_encoder(path: str | None, max_tokens: int | None = 128):
     """One encoder per process (tasks run in-process share it)."""
-    from data_processing.decontamination.embedding import SentenceEncoder
+    from megatron_infi.data_processing.decontamination.embedding import SentenceEncoder
 
     return SentenceEncoder(path, max_seq_length=max_tokens)
 
@@ -62,7 +68,7 @@ def llm_key(llm) -> str:
 
 @lru_cache(maxsize=2)
 def get_backend(llm_json: str):
-    from data_processing.sft.llm import build_llm
+    from megatron_infi.data_processing.sft.llm import build_llm
 
     return build_llm(json.loads(llm_json))
 
@@ -199,7 +205,7 @@ class CotStep(RecordStep):
         self.llm, self.sampling, self.seed = llm_key(llm), sampling, seed
 
     def process(self, docs, rank):
-        from data_processing.sft.llm import generate_cot
+        from megatron_infi.data_processing.sft.llm import generate_cot
 
         todo = [d for d in docs if not has_response(d.metadata["record"])]
         if not todo:
@@ -258,7 +264,7 @@ class DomainLabelStep(RecordStep):
         self.sampling, self.seed = sampling, seed
 
     def process(self, docs, rank):
-        from data_processing.sft.llm import label_domains
+        from megatron_infi.data_processing.sft.llm import label_domains
 
         todo = [d for d in docs if not d.metadata["record"]["meta"].get("domain")]
         if not todo:
@@ -313,7 +319,7 @@ class DecontaminateStep(RecordStep):
         self._set = None
 
     def process(self, docs, rank):
-        from data_processing.sft.decontaminate import BenchmarkSet
+        from megatron_infi.data_processing.sft.decontaminate import BenchmarkSet
 
         if self._set is None:
             encoder = get_encoder(self.encoder, self.max_tokens) if self.threshold is not None else None
@@ -342,7 +348,7 @@ class QualityStep(RecordStep):
         self.llm = llm_key(llm) if llm else None
 
     def process(self, docs, rank):
-        from data_processing.sft.quality import run_quality
+        from megatron_infi.data_processing.sft.quality import run_quality
 
         backend = (
             get_backend(self.llm)

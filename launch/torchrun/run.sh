@@ -1,9 +1,9 @@
 #!/bin/bash
 # One launcher for the megatron-core stages, single node or many (run it once per node; srun does).
 #   launch/torchrun/run.sh megatron_infi.train --config launch/configs/pretrain/infir_1b_pretrain.yaml [k=v ...]
-#   launch/torchrun/run.sh checkpoints_tools.from_hf --hf DIR --out CKPT --tp 1 --pp 1   # one process
-#   launch/torchrun/run.sh checkpoints_tools.to_hf --load CKPT --out DIR                  # one process
-#   launch/torchrun/run.sh checkpoints_tools.verify --load CKPT --hf DIR --tp 2           # tp x pp ranks
+#   launch/torchrun/run.sh megatron_infi.checkpoints_tools.from_hf --hf DIR --out CKPT --tp 1 --pp 1   # one process
+#   launch/torchrun/run.sh megatron_infi.checkpoints_tools.to_hf --load CKPT --out DIR                  # one process
+#   launch/torchrun/run.sh megatron_infi.checkpoints_tools.verify --load CKPT --hf DIR --tp 2           # tp x pp ranks
 #   NPROC_PER_NODE=2 launch/torchrun/run.sh megatron_infi.train --config launch/configs/demo/pretrain.yaml ...
 # Node layout comes from the environment or SLURM (see env.sh). A `--config` is validated with
 # `--dry-run` before anything starts: a bad config exits 2 here, on every node, with the field named.
@@ -44,7 +44,7 @@ if ((has_config)) && [[ ${INFI_CONFIG_CHECKED:-0} != 1 ]]; then
 fi
 
 case $MODULE in
-  checkpoints_tools.from_hf | checkpoints_tools.to_hf)
+  megatron_infi.checkpoints_tools.from_hf | megatron_infi.checkpoints_tools.to_hf)
     # The converters stream one model in one process; other nodes of a job have nothing to do.
     if ((NODE_RANK != 0)); then
       echo "run.sh: $MODULE runs on node 0 only"
@@ -53,7 +53,7 @@ case $MODULE in
     cmd=("$PYTHON" -m "$MODULE" "$@")
     INFI_FORWARD_TO=self
     ;;
-  checkpoints_tools.verify)
+  megatron_infi.checkpoints_tools.verify)
     NNODES=1
     NPROC_PER_NODE=$(($(arg_value --tp 1 "$@") * $(arg_value --pp 1 "$@")))
     cmd=("$TORCHRUN" --nnodes=1 --node-rank=0 --nproc-per-node="$NPROC_PER_NODE"

@@ -130,22 +130,39 @@ def dump_yaml(obj: Any) -> str:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` strings; values are parsed as YAML scalars/lists (`x=[1,2]`, `y=null`)."""
+    """Apply `a.b.c=value` strings; values are parsed as YAML (`x=[1,2]`, `y=null`, `z={k: v}`).
+
+    A numeric part indexes a list (`phases.0.data=[a.jsonl]`).
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(item, "override must look like key.path=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
-        node = data
-        parts = key.strip().split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(".".join(parts[: i + 1]), f"is {child!r}, cannot set {key}")
-            node = child
-        node[parts[-1]] = value
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(key, f"value {raw!r} is not valid YAML ({problem})") from None
+        parts = key.split(".")
+        node: Any = data
+        for i, part in enumerate(parts):
+            where = ".".join(parts[: i + 1])
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(where, f"is not an index of a {len(node)}-item list")
+                index: Any = int(part)
+            elif isinstance(node, dict):
+                index = part
+                if not last and node.get(part) is None:
+                    node[part] = {}
+            else:
+                raise ConfigError(".".join(parts[:i]), f"is {node!r}, cannot set {key}")
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
     return data
 
 

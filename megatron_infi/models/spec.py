@@ -30,14 +30,18 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlock, TransformerBlockSubmodules
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
-from kernels._triton import triton_importable
-from kernels.attention import resolve_attention, select_core_attention, transformer_engine_available
-from kernels.output_layer import FusedLossGPTModel
-from kernels.rmsnorm import RMSNorm
-from kernels.rope import FusedRopeSelfAttention
-from kernels.swiglu import SwiGLUMLP
 from megatron_infi.config.core import ConfigError
 from megatron_infi.config.schema import ModelConfig
+from megatron_infi.kernels._triton import triton_importable
+from megatron_infi.kernels.attention import (
+    resolve_attention,
+    select_core_attention,
+    transformer_engine_available,
+)
+from megatron_infi.kernels.output_layer import FusedLossGPTModel
+from megatron_infi.kernels.rmsnorm import RMSNorm
+from megatron_infi.kernels.rope import FusedRopeSelfAttention
+from megatron_infi.kernels.swiglu import SwiGLUMLP
 
 # Local-spec names -> the TE-spec names (TE fuses the pre-norms into the following linear).
 _TE_NAMES = {
@@ -150,7 +154,7 @@ def gradient_accumulation_fusion(model: ModelConfig) -> bool:
     without apex). On with kernels=triton on a GPU whose torch supports it."""
     if not WGRAD_FUSION or not torch.cuda.is_available() or resolve_backend(model) != "triton":
         return False
-    from kernels import wgrad
+    from megatron_infi.kernels import wgrad
 
     return wgrad.install()
 

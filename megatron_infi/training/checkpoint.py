@@ -265,7 +265,7 @@ def save_weights(
     """Model weights only (no optimizer, scheduler or RNG), with the same layout, run.json and atomic
     protocol as `save_checkpoint`: what `load_checkpoint(..., load_optimizer=False,
     load_train_state=False)` (a `checkpoint.load` start) and the HF converters read.
-    `sharded_strategy` lets a caller supply the tensor data lazily (checkpoints_tools.from_hf)."""
+    `sharded_strategy` lets a caller supply the tensor data lazily (megatron_infi.checkpoints_tools.from_hf)."""
     state = TrainState(iteration=iteration)
     run_info = _run_info(cfg, state, tokenizer_info, len(model), weights_only=True, **extra_info)
     run_info["distributed_optimizer"] = False

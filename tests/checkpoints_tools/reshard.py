@@ -12,7 +12,7 @@ import sys
 
 
 def main(argv: list[str]) -> None:
-    from checkpoints_tools.mcore_io import McoreCheckpoint
+    from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint
     from megatron_infi.models.gpt import build_model
     from megatron_infi.training.checkpoint import load_checkpoint, save_weights
     from megatron_infi.training.distributed import init_model_parallel, shutdown

@@ -10,9 +10,9 @@ import shutil
 import pytest
 import torch
 
-from checkpoints_tools import from_hf, to_hf
-from checkpoints_tools.mappings import ConversionError
-from checkpoints_tools.verify import verify
+from megatron_infi.checkpoints_tools import from_hf, to_hf
+from megatron_infi.checkpoints_tools.mappings import ConversionError
+from megatron_infi.checkpoints_tools.verify import verify
 from tests.checkpoints_tools.tiny_hf import assert_bit_identical, read_safetensors, write_tiny_hf
 
 

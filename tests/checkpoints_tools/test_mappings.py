@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checkpoints_tools.from_hf import build_train_config, model_config_from_fields
-from checkpoints_tools.mappings import MAPPINGS, ConversionError, for_arch, for_hf_config
-from checkpoints_tools.mappings.base import fuse_qkv, pad_vocab, split_qkv, to_hf, to_mcore
+from megatron_infi.checkpoints_tools.from_hf import build_train_config, model_config_from_fields
+from megatron_infi.checkpoints_tools.mappings import MAPPINGS, ConversionError, for_arch, for_hf_config
+from megatron_infi.checkpoints_tools.mappings.base import fuse_qkv, pad_vocab, split_qkv, to_hf, to_mcore
 from megatron_infi.config.presets import PRESETS
 from tests.checkpoints_tools.tiny_hf import hf_config
 
@@ -44,7 +44,7 @@ def test_vocab_padding_is_zero_rows_and_is_stripped_on_export():
 
 
 def test_every_mapping_covers_transformers_own_tensor_names():
-    from checkpoints_tools.hf_io import expected_hf_tensors
+    from megatron_infi.checkpoints_tools.hf_io import expected_hf_tensors
 
     for arch in ("llama", "qwen2"):
         config = hf_config(arch)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoints_tools import from_hf, to_hf
+from megatron_infi.checkpoints_tools import from_hf, to_hf
 from tests.checkpoints_tools.tiny_hf import assert_bit_identical, write_tiny_hf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_tp2_pp2_round_trip_is_bit_identical(converted, tmp_path):
 def test_torchrun_tp2_logits_match_transformers(converted, tmp_path, arch):
     hf, ckpt = converted[arch]
     report_path = tmp_path / "report.json"
-    args = ["-m", "checkpoints_tools.verify", "--load", str(ckpt), "--hf", str(hf), "--tp", "2"]
+    args = ["-m", "megatron_infi.checkpoints_tools.verify", "--load", str(ckpt), "--hf", str(hf), "--tp", "2"]
     proc = torchrun(2, [*args, "--dtype", "fp32", "--json", str(report_path)])
     report = json.loads(report_path.read_text())
     assert "verify PASSED" in proc.stdout

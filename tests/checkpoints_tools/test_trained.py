@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from checkpoints_tools import from_hf, to_hf
-from checkpoints_tools.mappings.base import fuse_qkv
-from checkpoints_tools.verify import verify
+from megatron_infi.checkpoints_tools import from_hf, to_hf
+from megatron_infi.checkpoints_tools.mappings.base import fuse_qkv
+from megatron_infi.checkpoints_tools.verify import verify
 from tests.training.launch import base_config, run_train
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]

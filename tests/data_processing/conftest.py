@@ -4,8 +4,8 @@ import pytest
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, llama3_tokenizer_dir):
     """The data stage of the demo at small size, on real text: (corpus, manifest path)."""
-    from data_processing import demo_corpus
-    from data_processing.demo import run
+    from megatron_infi.demo import corpus as demo_corpus
+    from megatron_infi.demo.data import run
 
     out = tmp_path_factory.mktemp("data_run")
     manifest = run(out, size="small", tokenizer_dir=llama3_tokenizer_dir)

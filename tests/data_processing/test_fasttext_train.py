@@ -6,8 +6,8 @@ import json
 import fasttext
 import pytest
 
-from data_processing.fasttext_train import FastTextArgs, fnv1a, tokenize, train_supervised
 from megatron_infi import assets
+from megatron_infi.data_processing.fasttext_train import FastTextArgs, fnv1a, tokenize, train_supervised
 
 
 def _texts():

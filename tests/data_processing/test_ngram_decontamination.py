@@ -1,5 +1,9 @@
-from data_processing.decontamination.ngram import BenchmarkItem, NGramIndex, load_benchmark_items
 from megatron_infi import assets
+from megatron_infi.data_processing.decontamination.ngram import (
+    BenchmarkItem,
+    NGramIndex,
+    load_benchmark_items,
+)
 
 
 def test_humaneval_prompt_found_despite_case_and_whitespace():

@@ -144,7 +144,13 @@ def test_rerun_is_a_no_op_and_killed_run_resumes_to_identical_output(small_run, 
     _, manifest_path = small_run
     reference = manifest_path.parent
     config = reference / "config.yaml"
-    command = [sys.executable, "-m", "data_processing.pipelines.pretrain", "--config", str(config)]
+    command = [
+        sys.executable,
+        "-m",
+        "megatron_infi.data_processing.pipelines.pretrain",
+        "--config",
+        str(config),
+    ]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
     stamp = manifest_path.stat().st_mtime_ns

@@ -9,10 +9,10 @@ import dill
 import pytest
 import yaml
 
-from data_processing.pipelines import pretrain
-from data_processing.pipelines.config import PretrainDataConfig
 from megatron_infi import assets
 from megatron_infi.config.core import ConfigError, load_config
+from megatron_infi.data_processing.pipelines import pretrain
+from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
 
 
 @pytest.fixture
@@ -131,8 +131,8 @@ def test_changed_config_cannot_resume_into_old_output(config_file):
 )
 def test_shipped_configs_parse(name, cls):
     """Field names and types of every shipped data config (paths are checked when a run starts)."""
-    from data_processing.pipelines import train_quality, train_recall
     from megatron_infi.config.core import from_dict, load_yaml
+    from megatron_infi.data_processing.pipelines import train_quality, train_recall
 
     classes = {
         "train_recall": train_recall.TrainRecallConfig,

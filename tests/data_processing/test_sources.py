@@ -5,8 +5,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_processing.steps.sources import HFDiskSource, JsonlSource, ParquetSource
 from megatron_infi import assets
+from megatron_infi.data_processing.steps.sources import HFDiskSource, JsonlSource, ParquetSource
 
 
 def _boolq(n):

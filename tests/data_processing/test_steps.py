@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from datatrove.data import Document
 
-from data_processing.demo_corpus import _champ_documents
-from data_processing.pipelines.config import PretrainDataConfig
-from data_processing.pipelines.pretrain import _heuristic_steps
-from data_processing.steps.decontaminate import DecontaminationFilter
-from data_processing.steps.heuristics import math_fraction
-from data_processing.steps.quality import CodeQualityFilter, brackets_balanced, code_checks
 from megatron_infi import assets
 from megatron_infi.config.core import from_dict, validate_tree
+from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
+from megatron_infi.data_processing.pipelines.pretrain import _heuristic_steps
+from megatron_infi.data_processing.steps.decontaminate import DecontaminationFilter
+from megatron_infi.data_processing.steps.heuristics import math_fraction
+from megatron_infi.data_processing.steps.quality import CodeQualityFilter, brackets_balanced, code_checks
+from megatron_infi.demo.corpus import _champ_documents
 
 
 def _heuristics(**heuristic):
@@ -133,9 +133,9 @@ def test_decontamination_drops_and_reports_leaked_humaneval(tmp_path):
 def test_domain_shards_merge_into_indexed_datasets(tmp_path, llama3_tokenizer_dir):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from data_processing.pipelines.finalize import merge_domain_shards
-    from data_processing.steps.tokenize import DomainMegatronTokenizer
     from megatron_infi.data.tokenizer import load_tokenizer
+    from megatron_infi.data_processing.pipelines.finalize import merge_domain_shards
+    from megatron_infi.data_processing.steps.tokenize import DomainMegatronTokenizer
 
     tok = load_tokenizer(llama3_tokenizer_dir)
     texts = [
@@ -190,7 +190,7 @@ def test_quality_scorer_scores_match_on_gpu_and_cpu(tmp_path):
     """One code path: the encoder runs on CUDA when present; scores agree with the CPU ones."""
     import torch
 
-    from data_processing.steps import quality
+    from megatron_infi.data_processing.steps import quality
 
     texts = [
         json.loads(line)["document"]

@@ -7,10 +7,10 @@ import pytest
 import yaml
 from datatrove.data import Document
 
-from data_processing.demo_corpus import build
-from data_processing.pipelines import train_recall
-from data_processing.steps.recall import RecallFilter
 from megatron_infi import assets
+from megatron_infi.data_processing.pipelines import train_recall
+from megatron_infi.data_processing.steps.recall import RecallFilter
+from megatron_infi.demo.corpus import build
 
 
 def test_train_recall_then_filter(tmp_path, capsys):

@@ -10,8 +10,8 @@ triton = pytest.importorskip("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from kernels import cross_entropy, rmsnorm, rope, swiglu  # noqa: E402
-from kernels._triton import next_power_of_2, warps_for  # noqa: E402
+from megatron_infi.kernels import cross_entropy, rmsnorm, rope, swiglu  # noqa: E402
+from megatron_infi.kernels._triton import next_power_of_2, warps_for  # noqa: E402
 
 H100 = GPUTarget("cuda", 90, 32)
 H100_SHARED_BYTES = 227 * 1024

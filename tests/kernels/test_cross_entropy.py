@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from kernels.cross_entropy import IGNORE_INDEX, cross_entropy_reference, linear_cross_entropy
-from kernels.cross_entropy import IMPLS as IMPLS_BY_NAME
+from megatron_infi.kernels.cross_entropy import IGNORE_INDEX, cross_entropy_reference, linear_cross_entropy
+from megatron_infi.kernels.cross_entropy import IMPLS as IMPLS_BY_NAME
 from tests.kernels._util import CE_TOL, DTYPES, assert_close_rel, device
 
 IMPLS = ["torch", "triton"]

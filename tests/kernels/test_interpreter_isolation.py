@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
-from kernels.cross_entropy import linear_cross_entropy  # noqa: E402
+from megatron_infi.kernels.cross_entropy import linear_cross_entropy  # noqa: E402
 from tests.kernels.test_compile_sm90 import compile_for_h100  # noqa: E402
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.optim import use_fused_adam
+from megatron_infi.kernels.optim import use_fused_adam
 
 
 def _params(device: str) -> list[torch.nn.Parameter]:

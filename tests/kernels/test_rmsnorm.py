@@ -7,7 +7,7 @@ import pytest
 import torch
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from kernels.rmsnorm import RMSNorm, rmsnorm_reference, rmsnorm_torch, rmsnorm_triton
+from megatron_infi.kernels.rmsnorm import RMSNorm, rmsnorm_reference, rmsnorm_torch, rmsnorm_triton
 from tests.kernels._util import DTYPES, TOL, assert_close_rel, device
 
 EPS = 1e-5

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.rope import llama3_inv_freq, rope_angles, rope_reference, rope_triton
+from megatron_infi.kernels.rope import llama3_inv_freq, rope_angles, rope_reference, rope_triton
 from tests.kernels._util import DTYPES, TOL, assert_close_rel, device
 
 

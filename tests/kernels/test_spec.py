@@ -74,7 +74,7 @@ def _stock_megatron_model(cfg: TrainConfig):
     from megatron.core.transformer.transformer_block import TransformerBlock, TransformerBlockSubmodules
     from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
-    from kernels.attention import SDPAttention
+    from megatron_infi.kernels.attention import SDPAttention
     from megatron_infi.models.gpt import padded_vocab_size, transformer_config
 
     layer = ModuleSpec(
@@ -178,7 +178,7 @@ def test_backends_give_the_same_loss_and_gradients(models):
 
 
 def test_selfcheck_writes_its_report(tmp_path):
-    from kernels.selfcheck import run_selfcheck
+    from megatron_infi.kernels.selfcheck import run_selfcheck
 
     report = run_selfcheck(tmp_path)
     saved = __import__("json").loads((tmp_path / "kernels_selfcheck.json").read_text())

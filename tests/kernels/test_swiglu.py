@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.swiglu import swiglu_reference, swiglu_torch, swiglu_triton
+from megatron_infi.kernels.swiglu import swiglu_reference, swiglu_torch, swiglu_triton
 from tests.kernels._util import DTYPES, TOL, assert_close_rel, device
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import wgrad
 from megatron_infi.config.core import from_dict
 from megatron_infi.config.schema import TrainConfig
+from megatron_infi.kernels import wgrad
 
 # CPU-side checks (fp32, Triton interpreter); on a GPU the same is covered by test_model_gpu.py.
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-side check")

@@ -30,10 +30,10 @@ RULES = [
         [*DEMO_PATHS, "checkpoint.load=runs/demo/pretrain/checkpoints"],
     ),
     ("pretrain/*.yaml", "megatron_infi.train", []),
-    ("data/demo_recall.yaml", "data_processing.pipelines.train_recall", []),
-    ("data/demo_edu.yaml", "data_processing.pipelines.train_quality", []),
-    ("data/demo_math_quality.yaml", "data_processing.pipelines.train_quality", []),
-    ("data/*.yaml", "data_processing.pipelines.pretrain", []),
+    ("data/demo_recall.yaml", "megatron_infi.data_processing.pipelines.train_recall", []),
+    ("data/demo_edu.yaml", "megatron_infi.data_processing.pipelines.train_quality", []),
+    ("data/demo_math_quality.yaml", "megatron_infi.data_processing.pipelines.train_quality", []),
+    ("data/*.yaml", "megatron_infi.data_processing.pipelines.pretrain", []),
     ("posttrain/*dpo_pairs.yaml", "megatron_infi.posttrain.dpo_pairs", []),
     ("posttrain/*dpo.yaml", "megatron_infi.posttrain.dpo", []),
     ("posttrain/*sft.yaml", "megatron_infi.posttrain.sft", []),
@@ -48,9 +48,13 @@ RULES = [
         ["models=[{name: sft, path: runs/sft/hf, mode: chat}]"],
     ),
     ("eval/*.yaml", "megatron_infi.evaluation.run", []),
-    ("sft_data/demo_synthesize.yaml", "data_processing.sft.synthesize", ["llm.model=runs/demo/hf"]),
-    ("sft_data/*synthesize.yaml", "data_processing.sft.synthesize", []),
-    ("sft_data/*.yaml", "data_processing.sft.select", []),
+    (
+        "sft_data/demo_synthesize.yaml",
+        "megatron_infi.data_processing.sft.synthesize",
+        ["llm.model=runs/demo/hf"],
+    ),
+    ("sft_data/*synthesize.yaml", "megatron_infi.data_processing.sft.synthesize", []),
+    ("sft_data/*.yaml", "megatron_infi.data_processing.sft.select", []),
 ]
 CONFIGS = sorted(
     p.relative_to(REPO / "launch" / "configs").as_posix() for p in REPO.glob("launch/configs/**/*.yaml")

@@ -154,12 +154,16 @@ def test_run_sh_converters(fake_cluster):
     env, fake = fake_cluster
     env["PYTHON"] = str(fake / "bin" / "fake-python")
     args = ["--hf", "hf_dir", "--out", "ckpt", "--tp", "2", "--pp", "2"]
-    assert run(["bash", str(RUN_SH), "checkpoints_tools.from_hf", *args], env).returncode == 0
-    assert (fake / "python.args").read_text().splitlines() == ["-m", "checkpoints_tools.from_hf", *args]
+    assert run(["bash", str(RUN_SH), "megatron_infi.checkpoints_tools.from_hf", *args], env).returncode == 0
+    assert (fake / "python.args").read_text().splitlines() == [
+        "-m",
+        "megatron_infi.checkpoints_tools.from_hf",
+        *args,
+    ]
     assert not (fake / "torchrun.args").exists()  # one process, no torchrun
 
     verify = ["--load", "ckpt", "--hf", "hf_dir", "--tp=2", "--pp", "2"]
-    assert run(["bash", str(RUN_SH), "checkpoints_tools.verify", *verify], env).returncode == 0
+    assert run(["bash", str(RUN_SH), "megatron_infi.checkpoints_tools.verify", *verify], env).returncode == 0
     assert torchrun_args(fake)[:3] == ["--nnodes=1", "--node-rank=0", "--nproc-per-node=4"]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron_infi.posttrain import reference_data
+from megatron_infi.demo import reference_data
 
 
 def build_tiny_llama(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:

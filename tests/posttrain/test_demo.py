@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from megatron_infi.demo.posttrain import run_posttrain_demo
 from megatron_infi.posttrain.data import read_preference_records
-from megatron_infi.posttrain.demo import run_posttrain_demo
 from megatron_infi.utils import SkipCounter
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from megatron_infi.config.core import load_config
-from megatron_infi.posttrain import reference_data
+from megatron_infi.demo import reference_data
 from megatron_infi.posttrain.dpo import DPOStageConfig, run_dpo
 
 

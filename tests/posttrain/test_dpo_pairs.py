@@ -16,7 +16,7 @@ import pytest
 
 from megatron_infi import assets
 from megatron_infi.config.core import ConfigError, load_config
-from megatron_infi.posttrain import reference_data
+from megatron_infi.demo import reference_data
 from megatron_infi.posttrain.data import read_preference_records
 from megatron_infi.posttrain.dpo_pairs import DPOPairsConfig, extract_program, read_problems, run_dpo_pairs
 from megatron_infi.scoring.math import math_equal

@@ -10,7 +10,8 @@ import importlib.util
 import pytest
 import torch
 
-from megatron_infi.posttrain import common, reference_data
+from megatron_infi.demo import reference_data
+from megatron_infi.posttrain import common
 from tests.posttrain.test_dpo import dpo_config
 from tests.posttrain.test_sft import sft_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_processing.sft.demo_data import build_demo_inputs
+from megatron_infi.demo.sft_inputs import build_demo_inputs
 
 SMALL = {"champ": 40, "gsm": 30, "humaneval": 20, "truthfulqa": 20, "asdiv": 10, "per_language": 1}
 
@@ -24,6 +24,6 @@ def llama3_tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def encoder():
-    from data_processing.sft.steps import get_encoder
+    from megatron_infi.data_processing.sft.steps import get_encoder
 
     return get_encoder(None, 128)

@@ -3,12 +3,12 @@ import re
 
 import numpy as np
 
-from data_processing.decontamination.embedding import EmbeddingIndex, load_question_items
-from data_processing.decontamination.ngram import BenchmarkItem
-from data_processing.sft.decontaminate import BenchmarkSet
-from data_processing.sft.demo_data import champ_problems, gsm_symbolic
-from data_processing.sft.formats import to_canonical
-from data_processing.sft.records import prompt_text
+from megatron_infi.data_processing.decontamination.embedding import EmbeddingIndex, load_question_items
+from megatron_infi.data_processing.decontamination.ngram import BenchmarkItem
+from megatron_infi.data_processing.sft.decontaminate import BenchmarkSet
+from megatron_infi.data_processing.sft.formats import to_canonical
+from megatron_infi.data_processing.sft.records import prompt_text
+from megatron_infi.demo.sft_inputs import champ_problems, gsm_symbolic
 
 
 def write_jsonl(path, rows):

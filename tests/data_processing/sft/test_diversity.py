@@ -3,17 +3,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from data_processing.sft.config import DifficultyConfig, DiversityConfig
-from data_processing.sft.demo_data import champ_problems, champ_qa, gsm_symbolic, humaneval
-from data_processing.sft.diversity import (
+from megatron_infi.data_processing.sft.config import DifficultyConfig, DiversityConfig
+from megatron_infi.data_processing.sft.diversity import (
     balanced_quotas,
     kmeans_labels,
     near_duplicates,
     train_domain_classifier,
 )
-from data_processing.sft.formats import to_canonical
-from data_processing.sft.records import prompt_text
-from data_processing.sft.selection import PoolRow, select_pool
+from megatron_infi.data_processing.sft.formats import to_canonical
+from megatron_infi.data_processing.sft.records import prompt_text
+from megatron_infi.data_processing.sft.selection import PoolRow, select_pool
+from megatron_infi.demo.sft_inputs import champ_problems, champ_qa, gsm_symbolic, humaneval
 
 
 @pytest.mark.parametrize(

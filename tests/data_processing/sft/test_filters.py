@@ -1,8 +1,8 @@
 import importlib
 
-from data_processing.sft.demo_data import champ_palm_attempts, champ_problems, champ_qa
-from data_processing.sft.filters import RuleFilter, find_boxed, truncation_reason
-from data_processing.sft.formats import to_canonical
+from megatron_infi.data_processing.sft.filters import RuleFilter, find_boxed, truncation_reason
+from megatron_infi.data_processing.sft.formats import to_canonical
+from megatron_infi.demo.sft_inputs import champ_palm_attempts, champ_problems, champ_qa
 
 
 def chat(user: str, assistant: str, **meta) -> dict:

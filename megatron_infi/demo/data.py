@@ -1,7 +1,7 @@
 """The data stage of `make demo`: bundled real corpus -> recall + quality models -> five stages -> .bin/.idx.
 
-    python -m data_processing.demo [OUT_DIR]        # default runs/demo/data
-    from data_processing.demo import run; manifest_path = run("runs/demo/data")
+    python -m megatron_infi.demo.data [OUT_DIR]        # default runs/demo/data
+    from megatron_infi.demo.data import run; manifest_path = run("runs/demo/data")
 
 Writes under OUT_DIR: corpus/ (demo_corpus.build), tokenizer/ (Llama-3), models/ (recall.bin,
 edu.json, math_quality.json with their metrics), out/ (the pipeline run: <domain>.bin/.idx,
@@ -13,21 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from data_processing import demo_corpus
-from data_processing.pipelines import pretrain, train_quality, train_recall
-from data_processing.pipelines.config import PretrainDataConfig
-from megatron_infi.config.core import from_dict, load_yaml, validate_tree
 from megatron_infi.data.tokenizer import build_llama3_tokenizer
-
-CONFIGS = Path(__file__).resolve().parents[1] / "launch" / "configs" / "data"
-
-
-def _config(cls, name: str, values: dict):
-    data = load_yaml(CONFIGS / name)
-    data.update(values)
-    cfg = from_dict(cls, data)
-    validate_tree(cfg)
-    return cfg
+from megatron_infi.data_processing.pipelines import pretrain, train_quality, train_recall
+from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
+from megatron_infi.demo import corpus as demo_corpus
+from megatron_infi.demo import demo_config
 
 
 def run(
@@ -44,32 +34,36 @@ def run(
     models = out / "models"
     if not (models / "recall.bin").is_file():
         train_recall.train(
-            _config(
+            demo_config(
                 train_recall.TrainRecallConfig,
-                "demo_recall.yaml",
+                "data/demo_recall.yaml",
                 {"output": str(models / "recall.bin"), "seeds": corpus.seeds, "negatives": corpus.negatives},
             )
         )
     for name, labelled in (("edu", "edu"), ("math_quality", "math_quality")):
         if not (models / f"{name}.json").is_file():
             train_quality.train(
-                _config(
+                demo_config(
                     train_quality.TrainQualityConfig,
-                    f"demo_{name}.yaml",
+                    f"data/demo_{name}.yaml",
                     {"output": str(models / f"{name}.json"), "data": corpus.labelled[labelled]},
                 )
             )
-    data = load_yaml(CONFIGS / "demo.yaml")
-    data["output_dir"] = str(out / "out")
-    data["sources"] = corpus.sources
-    data["recall"]["model_path"] = str(models / "recall.bin")
-    data["quality"]["edu"]["model_path"] = str(models / "edu.json")
-    data["quality"]["math"]["model_path"] = str(models / "math_quality.json")
-    data["decontamination"]["benchmarks"] = corpus.benchmarks
-    data["tokenize"]["tokenizer"] = str(tokenizer)
-    data["executor"].update(tasks=tasks, workers=workers)
-    cfg = from_dict(PretrainDataConfig, data)
-    validate_tree(cfg)
+    cfg = demo_config(
+        PretrainDataConfig,
+        "data/demo.yaml",
+        {
+            "output_dir": str(out / "out"),
+            "sources": corpus.sources,
+            "recall.model_path": str(models / "recall.bin"),
+            "quality.edu.model_path": str(models / "edu.json"),
+            "quality.math.model_path": str(models / "math_quality.json"),
+            "decontamination.benchmarks": corpus.benchmarks,
+            "tokenize.tokenizer": str(tokenizer),
+            "executor.tasks": tasks,
+            "executor.workers": workers,
+        },
+    )
     root = pretrain.run(cfg)
     return root / "manifest.json"
 

@@ -1,6 +1,6 @@
 """A small real corpus for the demo and tests, built offline from files shipped in installed packages.
 
-    from data_processing.demo_corpus import build
+    from megatron_infi.demo.corpus import build
     corpus = build("runs/demo/data/corpus")            # a few MB; build(..., size="small") for tests
 
 Nothing here is written by us except the glue: web text is XSum news and NarrativeQA plot summaries

@@ -23,10 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from megatron_infi.demo import CONFIGS, REPO
 from megatron_infi.utils import atomic_write_json, set_run_caches
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "launch" / "configs" / "demo"
 
 
 @dataclass
@@ -104,7 +102,7 @@ def unigram_entropy(prefixes: list[str], weights: list[float]) -> float:
 
 # ----------------------------------------------------------------------------- stages
 def stage_data(demo: Demo) -> dict:
-    from data_processing.demo import run as run_data
+    from megatron_infi.demo.data import run as run_data
 
     manifest_path = run_data(demo.path("data"))
     manifest = json.loads(Path(manifest_path).read_text())
@@ -130,7 +128,7 @@ def _train_stage(demo: Demo, name: str, overrides: list[str]) -> dict:
     run_dir = demo.path(name)
     args = [
         "--config",
-        str(CONFIGS / f"{name}.yaml"),
+        str(CONFIGS / "demo" / f"{name}.yaml"),
         f"run_dir={run_dir}",
         f"data.dir={data['artifact']}",
         f"data.tokenizer={data['tokenizer']}",
@@ -168,8 +166,8 @@ def stage_anneal(demo: Demo) -> dict:
 
 def stage_convert(demo: Demo) -> dict:
     """The annealed TP=2 checkpoint -> a Hugging Face dir, then logit parity of the two."""
-    from checkpoints_tools.to_hf import export
-    from checkpoints_tools.verify import verify
+    from megatron_infi.checkpoints_tools.to_hf import export
+    from megatron_infi.checkpoints_tools.verify import verify
     from megatron_infi.training.distributed import shutdown
 
     hf_dir = export(demo.results["anneal"]["artifact"], demo.path("convert", "hf"))
@@ -186,7 +184,7 @@ def stage_convert(demo: Demo) -> dict:
 
 
 def stage_sft_data(demo: Demo) -> dict:
-    from data_processing.sft.demo import select_demo
+    from megatron_infi.demo.sft_data import select_demo
 
     out = select_demo(out_dir=demo.path("sft_data"), tokenizer_dir=demo.results["data"]["tokenizer"])
     stats = json.loads(Path(out["stats"]).read_text())
@@ -207,7 +205,7 @@ def _loss_trend(losses: list) -> str:
 
 
 def stage_sft(demo: Demo) -> dict:
-    from megatron_infi.posttrain.demo import demo_sft
+    from megatron_infi.demo.posttrain import demo_sft
 
     data = demo.results["sft_data"]
     result = demo_sft(demo.results["convert"]["artifact"], demo.path("sft"), data["phase1"], data["phase2"])
@@ -216,7 +214,7 @@ def stage_sft(demo: Demo) -> dict:
 
 
 def stage_dpo_pairs(demo: Demo) -> dict:
-    from megatron_infi.posttrain.demo import demo_dpo_pairs, write_pair_problems
+    from megatron_infi.demo.posttrain import demo_dpo_pairs, write_pair_problems
 
     problems = write_pair_problems(demo.path("posttrain_data"))
     result = demo_dpo_pairs(demo.results["sft"]["artifact"], problems, demo.path("dpo_pairs"))
@@ -228,7 +226,7 @@ def stage_dpo_pairs(demo: Demo) -> dict:
 
 
 def stage_dpo(demo: Demo) -> dict:
-    from megatron_infi.posttrain.demo import demo_dpo
+    from megatron_infi.demo.posttrain import demo_dpo
 
     result = demo_dpo(
         demo.results["sft"]["artifact"], demo.results["dpo_pairs"]["artifact"], demo.path("dpo")

@@ -1,0 +1,33 @@
+"""`make demo`: the whole pipeline at toy scale on CPU, on real data shipped in PyPI packages.
+
+Nothing outside this package imports it (tests and benchmarks may): it is the one place that knows
+the demo's paths and sizes. Every stage loads its config the way a user does, `load_config(cls,
+launch/configs/..., overrides)`, with the demo's paths given as dotted overrides.
+
+run            the stage driver (`python -m megatron_infi.demo`)
+data / corpus  the pretraining-data stage and its bundled real corpus
+sft_data / sft_inputs   the SFT-selection stage and its real inputs in several formats
+posttrain / reference_data   SFT -> DPO pairs -> DPO at toy scale and the real maths data they use
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from megatron_infi.config.core import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "launch" / "configs"
+
+
+def override(key: str, value: Any) -> str:
+    """A dotted `key=value` override for any JSON value (JSON is YAML, which overrides parse)."""
+    return f"{key}={json.dumps(value if not isinstance(value, Path) else str(value))}"
+
+
+def demo_config[T](cls: type[T], relpath: str, values: dict[str, Any] | None = None) -> T:
+    """Load `launch/configs/<relpath>` as `cls` with `values` ({dotted key: value}) as overrides."""
+    overrides = [override(key, value) for key, value in (values or {}).items()]
+    return load_config(cls, CONFIGS / relpath, overrides)

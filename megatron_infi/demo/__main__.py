@@ -1,0 +1,3 @@
+from megatron_infi.demo.run import main
+
+raise SystemExit(main())
