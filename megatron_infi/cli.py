@@ -12,7 +12,7 @@ import sys
 # command words -> (module with a `main(argv)` function, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("megatron_infi.train", "pretrain / anneal on megatron-core (run under torchrun)"),
-    ("demo",): ("megatron_infi.demo", "the whole pipeline at toy scale on CPU"),
+    ("demo",): ("megatron_infi.demo.run", "the whole pipeline at toy scale on CPU"),
     ("data", "pretrain"): (
         "megatron_infi.data_processing.pipelines.pretrain",
         "5-stage pretraining data pipeline",
