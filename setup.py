@@ -21,6 +21,8 @@ CORE = [
     "matplotlib>=3.8",
     # Real assets loaded offline at run time (see README "Assets").
     "llama-models==0.3.0",
+    # Dequantizes the GGUF of the real pretrained model (megatron_infi.assets.smollm2_dir).
+    "gguf==0.19.0",
 ]
 
 EXTRAS = {

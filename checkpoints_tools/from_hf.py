@@ -29,7 +29,7 @@ from megatron_infi.checkpoints_tools.mappings.base import to_mcore
 from megatron_infi.config.core import ConfigError, from_dict, to_dict
 from megatron_infi.config.presets import PRESETS
 from megatron_infi.config.schema import ModelConfig, TrainConfig
-from megatron_infi.data.tokenizer import sha256_file
+from megatron_infi.utils import sha256_file
 
 # Tensors some HF checkpoints carry that are not weights of the model.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)

@@ -60,7 +60,7 @@ def expected_mcore_shapes(cfg, dtype: torch.dtype) -> dict[str, tuple[int, ...]]
 
 def resolve_tokenizer(info: dict, ckpt_dir: Path, override: str | None) -> Path | None:
     """The tokenizer dir to export: `override`, else the one run.json records (same sha256)."""
-    from megatron_infi.data.tokenizer import sha256_file
+    from megatron_infi.utils import sha256_file
 
     if override:
         if not hf_io.has_tokenizer(override):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -13,16 +14,31 @@ from pathlib import Path
 from typing import Any
 
 
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _umask_mode(target: int | Path, mode: int) -> None:
+    """Give a file (descriptor) or dir the mode a plain open() / mkdir() would: `mode` minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    if isinstance(target, int):
+        os.fchmod(target, mode & ~umask)
+    else:
+        os.chmod(target, mode & ~umask)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file in the same dir, fsync, rename: readers see the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        _umask_mode(fd, 0o666)  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -48,6 +64,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    _umask_mode(tmp, 0o777)  # mkdtemp creates 0700
     try:
         yield tmp
         if path.exists():

@@ -69,7 +69,11 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 def test_every_unit_has_a_rule():
     units = {_unit(module) for module, _ in _modules()} - {"megatron_infi.__init__", "megatron_infi.demo"}
     assert units <= set(ALLOWED), sorted(units - set(ALLOWED))
-    assert {"megatron_infi.kernels", "megatron_infi.data_processing", "megatron_infi.checkpoints_tools"} <= units
+    assert {
+        "megatron_infi.kernels",
+        "megatron_infi.data_processing",
+        "megatron_infi.checkpoints_tools",
+    } <= units
 
 
 def test_imports_follow_the_layer_order():

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from datatrove.pipeline.base import PipelineStep
 
-from megatron_infi.data.tokenizer import sha256_file
 from megatron_infi.data_processing.pipelines.config import DOMAINS
 from megatron_infi.data_processing.pipelines.layout import RunLayout
-from megatron_infi.utils import atomic_write_json
+from megatron_infi.utils import atomic_write_json, sha256_file
 
 FUNNEL_STAGES = ("input", "heuristic", "recall", "dedup", "quality", "decontamination")
 

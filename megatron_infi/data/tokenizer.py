@@ -6,7 +6,6 @@ to an HF `tokenizer.json` at run time (never committed) with transformers' TikTo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from megatron_infi import assets
+from megatron_infi.utils import sha256_file
 
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -53,14 +53,6 @@ LLAMA3_CHAT_TEMPLATE = (
 
 class TokenizerError(ValueError):
     pass
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def llama3_special_tokens() -> list[str]:
