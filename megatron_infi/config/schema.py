@@ -206,6 +206,9 @@ class TrainLoopConfig:
     micro_batch_size: int = 2
     eval_interval: int = 0  # 0: no periodic validation
     eval_iters: int = 2
+    # Validation loss before the first update (logged at iteration 0): for continued pretraining,
+    # compare it with the HF model's loss (checkpoints_tools.step0) to see that conversion kept it.
+    eval_at_start: bool = False
     # Save and exit once the iteration is a multiple of this (0: never); the next launch resumes.
     # For wall-clock-limited jobs: schedule, data order and results are those of one long run.
     exit_interval: int = 0
@@ -218,6 +221,8 @@ class TrainLoopConfig:
             raise ConfigError("train_iters", "must be >= 0")
         if self.micro_batch_size < 1:
             raise ConfigError("micro_batch_size", "must be >= 1")
+        if (self.eval_interval or self.eval_at_start) and self.eval_iters < 1:
+            raise ConfigError("eval_iters", "must be >= 1 when validating")
         if self.global_batch_size % self.micro_batch_size:
             raise ConfigError(
                 "global_batch_size",

@@ -241,7 +241,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         train_ds, valid_ds = gpt_data.build_datasets(cfg, self.tokenizer, self.world.data)
         train_it = self._iterators(train_ds, self.state.consumed_train_samples)
-        valid_it = self._iterators(valid_ds, self.state.consumed_valid_samples) if t.eval_interval else None
+        validates = t.eval_interval or t.eval_at_start
+        valid_it = self._iterators(valid_ds, self.state.consumed_valid_samples) if validates else None
         metrics = MetricsLogger(cfg, self.world.is_main, self.world.world_size)
         losses: list[float] = []
         # A requeued run that resumes a finished one trains nothing and must not rewrite its checkpoint.
@@ -257,6 +258,8 @@ class Trainer:
             leave=False,
         )
         try:
+            if t.eval_at_start and self.state.iteration == 0 and valid_it is not None:
+                metrics.validation(0, self.evaluate(valid_it))
             while self.state.iteration < t.train_iters:
                 result = self.train_step(train_it)
                 self.state.iteration += 1
@@ -265,7 +268,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{result.loss:.3f}")
                 metrics.step(self.state.iteration, result.loss, result.lr, result.grad_norm)
-                if valid_it is not None and self.state.iteration % t.eval_interval == 0:
+                if valid_it is not None and t.eval_interval and self.state.iteration % t.eval_interval == 0:
                     metrics.validation(self.state.iteration, self.evaluate(valid_it))
                 interval = cfg.checkpoint.save_interval
                 if interval and self.state.iteration % interval == 0:
