@@ -206,8 +206,9 @@ class TrainLoopConfig:
     micro_batch_size: int = 2
     eval_interval: int = 0  # 0: no periodic validation
     eval_iters: int = 2
-    # Validation loss before the first update (logged at iteration 0): for continued pretraining,
-    # compare it with the HF model's loss (checkpoints_tools.step0) to see that conversion kept it.
+    # Validation loss before the first update (logged at iteration 0), on the same windows as the
+    # first periodic validation. For continued pretraining: compare it with the HF model's loss on
+    # those windows (`infi convert step0-loss`) to see that conversion kept the model's quality.
     eval_at_start: bool = False
     # Save and exit once the iteration is a multiple of this (0: never); the next launch resumes.
     # For wall-clock-limited jobs: schedule, data order and results are those of one long run.

@@ -211,13 +211,16 @@ class Trainer:
         return StepResult(self._reduce_loss(losses), grad_norm, lr, skipped=not updated)
 
     @torch.no_grad()
-    def evaluate(self, valid_iterator) -> float:
+    def evaluate(self, valid_iterator, advance: bool = True) -> float:
+        """Validation loss over `eval_iters` global batches; `advance=False` leaves the validation
+        position where it is (the step-0 evaluation, so that the first periodic one sees the same windows)."""
         for chunk in self.model:
             chunk.eval()
         losses: list[dict] = []
         for _ in range(self.cfg.train.eval_iters):
             losses += self._forward_backward(valid_iterator, forward_only=True)
-            self.state.consumed_valid_samples += self.cfg.train.global_batch_size
+            if advance:
+                self.state.consumed_valid_samples += self.cfg.train.global_batch_size
         for chunk in self.model:
             chunk.train()
         return self._reduce_loss(losses)
@@ -259,7 +262,10 @@ class Trainer:
         )
         try:
             if t.eval_at_start and self.state.iteration == 0 and valid_it is not None:
-                metrics.validation(0, self.evaluate(valid_it))
+                # Its own iterator over the first validation windows: step 0 and the first periodic
+                # validation measure the same text, so their difference is what training changed.
+                first = self._iterators(valid_ds, self.state.consumed_valid_samples)
+                metrics.validation(0, self.evaluate(first, advance=False))
             while self.state.iteration < t.train_iters:
                 result = self.train_step(train_it)
                 self.state.iteration += 1

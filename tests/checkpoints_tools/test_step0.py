@@ -25,11 +25,11 @@ def test_step0_validation_loss_equals_the_hf_models_loss_on_those_windows(tmp_pa
         tokenizer,
         prefix,
         checkpoint={"load": str(tmp_path / "trained" / "checkpoints")},
-        train={"train_iters": 2, "eval_at_start": True, "eval_iters": 2, "seed": 11},
+        train={"train_iters": 2, "eval_at_start": True, "eval_interval": 2, "eval_iters": 2, "seed": 11},
     )
     run_train(cpt)
     records = [json.loads(line) for line in (tmp_path / "cpt" / "logs" / "train_metrics.jsonl").open()]
-    assert [r["iteration"] for r in records if "valid_loss" in r] == [0]  # no eval_interval: only step 0
+    assert [r["iteration"] for r in records if "valid_loss" in r] == [0, 2]
     assert sorted(losses(tmp_path / "cpt")) == [1, 2]
 
     report = step0.compare(tmp_path / "cpt", hf)
