@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from megatron_infi.demo import CONFIGS, demo_config
+from megatron_infi.demo import CONFIGS, demo_config, posttrain
 from megatron_infi.evaluation.benchmarks import load_benchmark
 from megatron_infi.evaluation.problems import Problem
 from megatron_infi.evaluation.prompts import chat_messages
@@ -57,13 +57,16 @@ def decontaminate(problems: list[Problem], held_out_file: Path, ngram: int) -> t
     return clean, len(problems) - len(clean)
 
 
-def write_task_data(out_dir: str | Path, train_size: int, pair_problems: int, ngram: int = 3) -> dict[str, Any]:
+def write_task_data(
+    out_dir: str | Path, train_size: int, pair_problems: int, ngram: int = 3
+) -> dict[str, Any]:
     """held_out.jsonl (the benchmark file decontamination reads), seeds.jsonl (synthesis input, qa
     format) and pair_problems.jsonl (`infi dpo-pairs` problems); disjoint training sets."""
     out = Path(out_dir)
     held_out, _ = load_benchmark(BENCHMARK, None, HELD_OUT)
     held_out_file = _jsonl(
-        out / "held_out.jsonl", [{"id": p.id, "question": p.question, "answer": p.answers[0]} for p in held_out]
+        out / "held_out.jsonl",
+        [{"id": p.id, "question": p.question, "answer": p.answers[0]} for p in held_out],
     )
     pool, duplicates = load_benchmark(BENCHMARK, None, {"seed": TRAIN_SEED, "size": train_size})
     clean, contaminated = decontaminate(pool, held_out_file, ngram)
@@ -132,47 +135,17 @@ def select(synthesized: Path, held_out: Path, model_dir: str | Path, out_dir: st
 
 
 def sft(model_dir: str | Path, phase1: Path, phase2: Path, out_dir: str | Path) -> dict[str, Any]:
-    from megatron_infi.posttrain.sft import SFTStageConfig, run_sft
-
-    cfg = demo_config(
-        SFTStageConfig,
-        "posttrain/demo_real_sft.yaml",
-        {
-            "model": str(model_dir),
-            "output_dir": str(out_dir),
-            "chat_template": str(CHAT_TEMPLATE),
-            "phases.0.data": [str(phase1)],
-            "phases.1.data": [str(phase2)],
-        },
-    )
-    return run_sft(cfg)
+    values = {"chat_template": str(CHAT_TEMPLATE)}
+    return posttrain.demo_sft(model_dir, out_dir, phase1, phase2, "posttrain/demo_real_sft.yaml", values)
 
 
 def dpo_pairs(model_dir: str | Path, problems: Path, out_dir: str | Path) -> dict[str, Any]:
-    from megatron_infi.posttrain.dpo_pairs import DPOPairsConfig, run_dpo_pairs
-
-    cfg = demo_config(
-        DPOPairsConfig,
-        "posttrain/demo_real_dpo_pairs.yaml",
-        {"problems": [str(problems)], "output_dir": str(out_dir), "generation.model": str(model_dir)},
-    )
-    return run_dpo_pairs(cfg)
+    return posttrain.demo_dpo_pairs(model_dir, problems, out_dir, "posttrain/demo_real_dpo_pairs.yaml")
 
 
 def dpo(model_dir: str | Path, pairs: Path, out_dir: str | Path) -> dict[str, Any]:
-    from megatron_infi.posttrain.dpo import DPOStageConfig, run_dpo
-
-    cfg = demo_config(
-        DPOStageConfig,
-        "posttrain/demo_real_dpo.yaml",
-        {
-            "model": str(model_dir),
-            "output_dir": str(out_dir),
-            "data": [str(pairs)],
-            "chat_template": str(CHAT_TEMPLATE),
-        },
-    )
-    return run_dpo(cfg)
+    values = {"chat_template": str(CHAT_TEMPLATE)}
+    return posttrain.demo_dpo(model_dir, pairs, out_dir, "posttrain/demo_real_dpo.yaml", values)
 
 
 def evaluate(models: dict[str, str | Path], out_dir: str | Path) -> dict[str, dict[str, Any]]:

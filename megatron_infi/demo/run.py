@@ -1,6 +1,11 @@
-"""`make demo`: the whole pipeline at toy scale on CPU, on bundled real data, under runs/demo/.
+"""`make demo`: the whole pipeline on CPU, on bundled real data, under runs/demo/.
 
     python -m megatron_infi.demo [--out runs/demo] [--fresh] [--only STAGE ...]
+
+Two tracks. The toy model (data -> pretrain -> anneal -> convert) shows training from scratch on our
+own data pipeline's output. The real pretrained SmolLM2-135M-Instruct (cpt -> sft_data -> sft ->
+dpo_pairs -> dpo -> eval) shows continued pretraining from HF weights with step-0 loss parity, and
+post-training that measurably moves a real model (accuracy with a 95% interval per stage).
 
 Each stage runs the same entry point a user runs (training under torchrun, gloo), writes its
 artifacts under the demo dir and a `<stage>/.done.json` record; re-running skips finished stages,
@@ -183,19 +188,63 @@ def stage_convert(demo: Demo) -> dict:
     }
 
 
-def stage_sft_data(demo: Demo) -> dict:
-    from megatron_infi.demo.sft_data import select_demo
+# ----------------------------------------------------------------------------- the real model
+# SmolLM2-135M-Instruct (assets.smollm2_dir): continued pretraining from its HF weights, then
+# post-training on a verifiable task, each stage through the same entry points a user runs.
+STEP0_TOLERANCE = 1e-3  # fp32 step-0 loss of the converted model vs the HF model
 
-    out = select_demo(out_dir=demo.path("sft_data"), tokenizer_dir=demo.results["data"]["tokenizer"])
-    stats = json.loads(Path(out["stats"]).read_text())
-    prepared = stats["prepare"]
+
+def stage_cpt(demo: Demo) -> dict:
+    """from-hf (PP=2) -> CPT on PubMedQA abstracts with the step-0 validation -> parity with the HF
+    model on the same windows -> the CPT model exported back to HF (evaluated with the others)."""
+    from megatron_infi.checkpoints_tools import step0
+    from megatron_infi.checkpoints_tools.to_hf import export
+    from megatron_infi.demo import real_cpt
+    from megatron_infi.training.distributed import shutdown
+
+    hf, ckpt = real_cpt.convert_smollm2(demo.path("cpt", "smollm2-mcore"), pp=2)
+    prefix = real_cpt.write_domain_corpus(demo.path("cpt", "corpus"), ckpt / "tokenizer")
+    run_dir = demo.path("cpt", "run")
+    _torchrun("megatron_infi.train", real_cpt.cpt_overrides(ckpt, prefix, run_dir), 2, run_dir / "train.log")
+    parity = step0.compare(run_dir, hf)
+    if parity["abs_diff"] > STEP0_TOLERANCE:
+        raise DemoCheckFailed(f"cpt: step-0 loss differs from the HF model's: {parity}")
+    valid = real_cpt.valid_losses(run_dir)
+    first, last = valid[0], valid[max(valid)]
+    if last >= first:
+        raise DemoCheckFailed(f"cpt: held-out domain loss did not fall ({first:.3f} -> {last:.3f})")
+    exported = export(run_dir / "checkpoints", demo.path("cpt", "hf"))
+    shutdown()  # the exporter's one-process group; post-training starts its own runtime
+    keys = ("step0_loss_megatron", "step0_loss_hf", "tp", "pp")
     return {
-        "artifact": str(out["report"]),
-        "phase1": str(out["phase1"]),
-        "phase2": str(out["phase2"]),
-        "summary": f"{stats['curriculum']['phase1']} + {stats['curriculum']['phase2']} examples "
-        f"(phase 1 + 2) from {prepared['kept']} clean of "
-        f"{prepared['kept'] + sum(prepared['dropped'].values())} records",
+        "artifact": str(exported),
+        **{key: parity[key] for key in keys},
+        "valid_loss": [first, last],
+        "summary": f"step-0 loss {parity['step0_loss_megatron']:.4f} (HF {parity['step0_loss_hf']:.4f}, "
+        f"TP={parity['tp']} PP={parity['pp']}); held-out PubMed loss {first:.3f} -> {last:.3f}",
+    }
+
+
+def stage_sft_data(demo: Demo) -> dict:
+    """Task data (decontaminated), self-teacher synthesis (rejection sampling), InfiAlign selection."""
+    from megatron_infi import assets
+    from megatron_infi.demo import real_posttrain as real
+
+    base = assets.smollm2_dir()
+    data = real.write_task_data(demo.path("sft_data", "task"), train_size=400, pair_problems=60)
+    synthesized = real.synthesize(base, data["seeds"], demo.path("sft_data", "synthesis"))
+    selected = real.select(synthesized, data["held_out"], base, demo.path("sft_data", "selection"))
+    stats = json.loads(selected["stats"].read_text())
+    task = data["stats"]
+    return {
+        "artifact": str(selected["report"]),
+        "phase1": str(selected["phase1"]),
+        "phase2": str(selected["phase2"]),
+        "pair_problems": str(data["pair_problems"]),
+        "task": task,
+        "summary": f"{stats['curriculum']['phase1']} + {stats['curriculum']['phase2']} self-generated verified "
+        f"answers from {task['synthesis_seeds']} problems ({task['train_contaminated']} training problems "
+        f"dropped by decontamination against {task['held_out']} held-out)",
     }
 
 
@@ -205,19 +254,20 @@ def _loss_trend(losses: list) -> str:
 
 
 def stage_sft(demo: Demo) -> dict:
-    from megatron_infi.demo.posttrain import demo_sft
+    from megatron_infi import assets
+    from megatron_infi.demo import real_posttrain as real
 
     data = demo.results["sft_data"]
-    result = demo_sft(demo.results["convert"]["artifact"], demo.path("sft"), data["phase1"], data["phase2"])
+    result = real.sft(assets.smollm2_dir(), Path(data["phase1"]), Path(data["phase2"]), demo.path("sft"))
     trends = ", ".join(f"{p['phase']} {_loss_trend(p['losses'])}" for p in result["phases"])
     return {"artifact": result["final_model"], "summary": f"loss {trends}"}
 
 
 def stage_dpo_pairs(demo: Demo) -> dict:
-    from megatron_infi.demo.posttrain import demo_dpo_pairs, write_pair_problems
+    from megatron_infi.demo import real_posttrain as real
 
-    problems = write_pair_problems(demo.path("posttrain_data"))
-    result = demo_dpo_pairs(demo.results["sft"]["artifact"], problems, demo.path("dpo_pairs"))
+    problems = Path(demo.results["sft_data"]["pair_problems"])
+    result = real.dpo_pairs(demo.results["sft"]["artifact"], problems, demo.path("dpo_pairs"))
     return {
         "artifact": str(result["pairs_file"]),
         "summary": f"{result['pairs']} pairs from {result['problems']} problems "
@@ -226,10 +276,10 @@ def stage_dpo_pairs(demo: Demo) -> dict:
 
 
 def stage_dpo(demo: Demo) -> dict:
-    from megatron_infi.demo.posttrain import demo_dpo
+    from megatron_infi.demo import real_posttrain as real
 
-    result = demo_dpo(
-        demo.results["sft"]["artifact"], demo.results["dpo_pairs"]["artifact"], demo.path("dpo")
+    result = real.dpo(
+        demo.results["sft"]["artifact"], Path(demo.results["dpo_pairs"]["artifact"]), demo.path("dpo")
     )
     return {
         "artifact": result["model_dir"],
@@ -240,17 +290,23 @@ def stage_dpo(demo: Demo) -> dict:
 
 
 def stage_eval(demo: Demo) -> dict:
-    from megatron_infi.evaluation.run import evaluate_models
+    """Base / CPT / SFT / DPO SmolLM2 on the held-out problems: accuracy, n and 95% interval."""
+    from megatron_infi import assets
+    from megatron_infi.demo import real_posttrain as real
 
-    models = [
-        {"name": "anneal", "path": demo.results["convert"]["artifact"], "mode": "fewshot"},
-        {"name": "sft", "path": demo.results["sft"]["artifact"], "mode": "chat"},
-        {"name": "dpo", "path": demo.results["dpo"]["artifact"], "mode": "chat"},
-    ]
-    evaluate_models(models, demo.path("eval"))
-    table = demo.path("eval", "results.md")
-    print(table.read_text(), flush=True)
-    return {"artifact": str(table), "summary": f"{len(models)} models, table + chart in eval/"}
+    models = {
+        "base": assets.smollm2_dir(),
+        "cpt": demo.results["cpt"]["artifact"],
+        "sft": demo.results["sft"]["artifact"],
+        "dpo": demo.results["dpo"]["artifact"],
+    }
+    table = real.evaluate(models, demo.path("eval"))
+    row = ", ".join(f"{name} {r['acc']:.1f}%" for name, r in table.items())
+    return {
+        "artifact": str(demo.path("eval", "results.md")),
+        "table": table,
+        "summary": f"{row} (n={table['base']['n']})",
+    }
 
 
 STAGES: list[tuple[str, Callable[[Demo], dict]]] = [
@@ -258,12 +314,26 @@ STAGES: list[tuple[str, Callable[[Demo], dict]]] = [
     ("pretrain", stage_pretrain),
     ("anneal", stage_anneal),
     ("convert", stage_convert),
+    ("cpt", stage_cpt),
     ("sft_data", stage_sft_data),
     ("sft", stage_sft),
     ("dpo_pairs", stage_dpo_pairs),
     ("dpo", stage_dpo),
     ("eval", stage_eval),
 ]
+
+
+# The earlier stages whose results a stage reads (the toy model's and the real model's tracks are
+# independent: `--only cpt sft_data ...` runs the real model alone).
+NEEDS: dict[str, list[str]] = {
+    "pretrain": ["data"],
+    "anneal": ["data", "pretrain"],
+    "convert": ["anneal"],
+    "sft": ["sft_data"],
+    "dpo_pairs": ["sft_data", "sft"],
+    "dpo": ["sft", "dpo_pairs"],
+    "eval": ["cpt", "sft", "dpo"],
+}
 
 
 def _print_summary(demo: Demo, timings: dict[str, float]) -> None:
@@ -282,6 +352,37 @@ def _print_summary(demo: Demo, timings: dict[str, float]) -> None:
     console.print("Artifacts:")
     for name, _ in STAGES:
         console.print(f"  {name:<10} {demo.results.get(name, {}).get('artifact', '-')}", soft_wrap=True)
+
+
+def real_model_summary(results: dict[str, dict]) -> dict | None:
+    """summary.json's `real_model` section: the CPT step-0 parity and the evaluation table."""
+    cpt, evaluation = results.get("cpt"), results.get("eval")
+    if not cpt or not evaluation:
+        return None
+    return {
+        "cpt": {key: cpt[key] for key in ("step0_loss_megatron", "step0_loss_hf", "tp", "pp")},
+        "eval": evaluation["table"],
+    }
+
+
+def _print_real_model(real: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cpt = real["cpt"]
+    console = Console(width=max(100, Console().width))
+    console.print(
+        f"SmolLM2-135M-Instruct CPT step-0 loss: megatron-core {cpt['step0_loss_megatron']:.4f} vs HF "
+        f"{cpt['step0_loss_hf']:.4f} (|diff| {abs(cpt['step0_loss_megatron'] - cpt['step0_loss_hf']):.1e}, "
+        f"TP={cpt['tp']} PP={cpt['pp']}, fp32)"
+    )
+    table = Table(title="SmolLM2-135M-Instruct on held-out arithmetic (greedy, zero-shot chat)")
+    for column in ("stage", "accuracy %", "95% interval", "n"):
+        table.add_column(column)
+    for stage, row in real["eval"].items():
+        low, high = row["ci95"]
+        table.add_row(stage, f"{row['acc']:.1f}", f"[{low:.1f}, {high:.1f}]", str(row["n"]))
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             timings[name] = demo.results[name].get("seconds", 0.0)
             continue
         if args.only and name not in args.only:
-            print(f"stage {name}: not done and not selected", file=sys.stderr)
+            continue  # a selected stage that needs it says so below
+        missing = [need for need in NEEDS.get(name, []) if need not in demo.results]
+        if missing:
+            print(f"stage {name}: needs {', '.join(missing)} (not done and not selected)", file=sys.stderr)
             return 1
         print(f"\n== {name}", flush=True)
         began = time.perf_counter()
@@ -321,9 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(done, result)
         print(f"   {name}: {result.get('summary', '')} ({result['seconds']:.0f} s)", flush=True)
     _print_summary(demo, timings)
-    atomic_write_json(
-        root / "summary.json", {"stages": demo.results, "wall_seconds": time.perf_counter() - start}
-    )
+    summary = {"stages": demo.results, "wall_seconds": time.perf_counter() - start}
+    real = real_model_summary(demo.results)
+    if real:
+        summary["real_model"] = real
+        _print_real_model(real)
+    atomic_write_json(root / "summary.json", summary)
     print(f"\nDemo finished: {sum(timings.values()):.0f} s of stage time; summary: {root / 'summary.json'}")
     return 0
 

@@ -69,7 +69,6 @@ def test_cpt_lowers_held_out_domain_loss_and_resumes_without_a_jump(smollm2, tmp
     parallel = {"pipeline": 2}
     train = dict(train_iters=STEPS, eval_interval=STEPS, precision="bf16")
     full = cpt_config(tmp_path / "full", ckpt, prefix, parallel, **train)
-    full["optimizer"].update(lr=1.0e-4, min_lr=1.0e-5)
     run_train(full, nproc=2, timeout=1500)
     valid = real_cpt.valid_losses(tmp_path / "full")
     assert sorted(valid) == [0, STEPS]
