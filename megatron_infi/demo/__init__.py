@@ -31,3 +31,20 @@ def demo_config[T](cls: type[T], relpath: str, values: dict[str, Any] | None = N
     """Load `launch/configs/<relpath>` as `cls` with `values` ({dotted key: value}) as overrides."""
     overrides = [override(key, value) for key, value in (values or {}).items()]
     return load_config(cls, CONFIGS / relpath, overrides)
+
+
+def fast_precision() -> str:
+    """bf16 where this machine computes it natively (a GPU, or a CPU that oneDNN runs bf16 on:
+    AVX512 / AMX), else fp32. For the demo's stages where only speed is at stake, never for a
+    parity check: on a 2-core AVX512-BF16 CPU it made SmolLM2 CPT ~2.5x faster and its generation
+    prefill ~3x."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def generation_dtype() -> str:
+    """fast_precision() in the generation backend's spelling."""
+    return {"bf16": "bfloat16", "fp32": "float32"}[fast_precision()]

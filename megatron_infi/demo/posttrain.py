@@ -59,12 +59,13 @@ def demo_dpo_pairs(
     problems: str | Path,
     out_dir: str | Path,
     config: str = "posttrain/demo_dpo_pairs.yaml",
+    values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sample `model_dir` on `problems`; writes `<out_dir>/pairs.jsonl` and report.json / report.md."""
     from megatron_infi.posttrain.dpo_pairs import DPOPairsConfig, run_dpo_pairs
 
     paths = {"problems": [str(problems)], "output_dir": str(out_dir), "generation.model": str(model_dir)}
-    return run_dpo_pairs(demo_config(DPOPairsConfig, config, paths))
+    return run_dpo_pairs(demo_config(DPOPairsConfig, config, {**paths, **(values or {})}))
 
 
 def demo_dpo(

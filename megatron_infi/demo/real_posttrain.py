@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from megatron_infi.demo import CONFIGS, demo_config, posttrain
+from megatron_infi.demo import CONFIGS, demo_config, fast_precision, generation_dtype, posttrain
 from megatron_infi.evaluation.benchmarks import load_benchmark
 from megatron_infi.evaluation.problems import Problem
 from megatron_infi.evaluation.prompts import chat_messages
@@ -103,6 +103,7 @@ def synthesize(model_dir: str | Path, seeds: Path, out_dir: str | Path) -> Path:
             "output_dir": str(out_dir),
             "inputs.0.path": str(seeds),
             "llm.model": str(model_dir),
+            "llm.dtype": generation_dtype(),
             "tokenizer": str(model_dir),
         },
     )
@@ -135,16 +136,19 @@ def select(synthesized: Path, held_out: Path, model_dir: str | Path, out_dir: st
 
 
 def sft(model_dir: str | Path, phase1: Path, phase2: Path, out_dir: str | Path) -> dict[str, Any]:
-    values = {"chat_template": str(CHAT_TEMPLATE)}
+    values = {"chat_template": str(CHAT_TEMPLATE), "runtime.precision": fast_precision()}
     return posttrain.demo_sft(model_dir, out_dir, phase1, phase2, "posttrain/demo_real_sft.yaml", values)
 
 
 def dpo_pairs(model_dir: str | Path, problems: Path, out_dir: str | Path) -> dict[str, Any]:
-    return posttrain.demo_dpo_pairs(model_dir, problems, out_dir, "posttrain/demo_real_dpo_pairs.yaml")
+    values = {"generation.dtype": generation_dtype()}
+    return posttrain.demo_dpo_pairs(
+        model_dir, problems, out_dir, "posttrain/demo_real_dpo_pairs.yaml", values
+    )
 
 
 def dpo(model_dir: str | Path, pairs: Path, out_dir: str | Path) -> dict[str, Any]:
-    values = {"chat_template": str(CHAT_TEMPLATE)}
+    values = {"chat_template": str(CHAT_TEMPLATE), "runtime.precision": fast_precision()}
     return posttrain.demo_dpo(model_dir, pairs, out_dir, "posttrain/demo_real_dpo.yaml", values)
 
 
@@ -156,6 +160,7 @@ def evaluate(models: dict[str, str | Path], out_dir: str | Path) -> dict[str, di
         [{"name": name, "path": str(path), "mode": "chat"} for name, path in models.items()],
         out_dir,
         CONFIGS / "eval" / "demo_real.yaml",
+        [f"generation.dtype={generation_dtype()}"],
     )
     table = {}
     for name in models:

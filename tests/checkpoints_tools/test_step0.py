@@ -13,7 +13,7 @@ from tests.training.launch import base_config, losses, run_train
 pytestmark = [pytest.mark.dist]
 
 
-def test_step0_validation_loss_equals_the_hf_models_loss_on_those_windows(tmp_path, boolq_corpus):
+def test_step0_validation_loss_equals_the_hf_models_loss_on_those_windows(tmp_path, boolq_corpus, capsys):
     tokenizer, prefix = boolq_corpus
     # A few updates first, so that the loss depends on which text it is measured on.
     trained = base_config(tmp_path / "trained", tokenizer, prefix, train={"train_iters": 6})
@@ -35,6 +35,11 @@ def test_step0_validation_loss_equals_the_hf_models_loss_on_those_windows(tmp_pa
     report = step0.compare(tmp_path / "cpt", hf)
     assert report["windows"] == 2 * 8 and report["seq_length"] == 64
     assert report["abs_diff"] <= 1e-4, report
+    # the CLI: the same report; a run without a step-0 validation is named
+    assert step0.main(["--run", str(tmp_path / "cpt"), "--hf", str(hf)]) == 0
+    assert json.loads(capsys.readouterr().out)["step0_loss_hf"] == report["step0_loss_hf"]
+    assert step0.main(["--run", str(tmp_path / "trained"), "--hf", str(hf)]) == 2
+    assert "train.eval_at_start" in capsys.readouterr().err
 
     # Negative control: the next validation windows (what a wrong sample order would measure).
     cfg = step0.run_config(tmp_path / "cpt")
