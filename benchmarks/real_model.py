@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -47,14 +48,16 @@ def bench_cpt(precision: str, nproc: int, steps: int, work: Path) -> dict:
         "PYTHONWARNINGS": "ignore",
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    subprocess.run(
-        [*cmd, "-m", "megatron_infi.train", *args], cwd=REPO, env=env, check=True, capture_output=True
+    proc = subprocess.run(
+        [*cmd, "-m", "megatron_infi.train", *args],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    rates = [
-        json.loads(line)["tokens_per_s"]
-        for line in (run_dir / "logs" / "train_metrics.jsonl").read_text().splitlines()
-        if "tokens_per_s" in line
-    ][1:]  # the first step includes warm-up
+    # the trainer's console line per step: "... | tokens/s 1,234"; the first step includes warm-up
+    rates = [float(m.replace(",", "")) for m in re.findall(r"tokens/s ([\d,]+)", proc.stdout)][1:]
     return {
         "what": "cpt",
         "precision": precision,

@@ -61,7 +61,8 @@ def write_task_data(
     out_dir: str | Path, train_size: int, pair_problems: int, ngram: int = 3
 ) -> dict[str, Any]:
     """held_out.jsonl (the benchmark file decontamination reads), seeds.jsonl (synthesis input, qa
-    format) and pair_problems.jsonl (`infi dpo-pairs` problems); disjoint training sets."""
+    format) and pair_problems.jsonl (`infi dpo-pairs` problems, with a worked one-line solution that
+    dpo-pairs verifies before using it as `chosen`); disjoint training sets."""
     out = Path(out_dir)
     held_out, _ = load_benchmark(BENCHMARK, None, HELD_OUT)
     held_out_file = _jsonl(
@@ -77,7 +78,16 @@ def write_task_data(
     )
     pairs_file = _jsonl(
         out / "pair_problems.jsonl",
-        [{"id": p.id, "domain": "math", "messages": task_messages(p), "answer": p.answers[0]} for p in pairs],
+        [
+            {
+                "id": p.id,
+                "domain": "math",
+                "messages": task_messages(p),
+                "answer": p.answers[0],
+                "solution": p.solution,
+            }
+            for p in pairs
+        ],
     )
     stats = {
         "held_out": len(held_out),

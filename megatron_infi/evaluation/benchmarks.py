@@ -147,7 +147,7 @@ def _arithmetic(path, skipped, name, options):
                 kind="math",
                 question=item["question"],
                 answers=[answer],
-                solution=f"{expression} = {answer}. The answer is {answer}.",
+                solution=f"{expression} = {answer}. The answer is \\boxed{{{answer}}}.",
             )
         )
     return problems
