@@ -97,7 +97,7 @@ def demo_table(summary_path: Path) -> str:
     summary = json.loads(summary_path.read_text())
     stages = summary["stages"]
     lines = ["| stage | seconds | result |", "|---|---:|---|"]
-    for name in ("cpt", "sft_data", "sft", "dpo_pairs", "dpo", "eval"):
+    for name in ("cpt", "real_sft_data", "real_sft", "real_dpo_pairs", "real_dpo", "real_eval"):
         if name in stages:
             lines.append(f"| {name} | {stages[name]['seconds']:.0f} | {stages[name].get('summary', '')} |")
     real = summary.get("real_model")

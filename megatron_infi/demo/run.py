@@ -1,16 +1,19 @@
-"""`make demo`: the whole pipeline on CPU, on bundled real data, under runs/demo/.
+"""`make demo` / `make demo-real`: the pipeline on CPU, on bundled real data, under runs/demo/.
 
-    python -m megatron_infi.demo [--out runs/demo] [--fresh] [--only STAGE ...]
+    python -m megatron_infi.demo [--out runs/demo] [--fresh] [--track toy|real] [--only STAGE ...]
 
-Two tracks. The toy model (data -> pretrain -> anneal -> convert) shows training from scratch on our
-own data pipeline's output. The real pretrained SmolLM2-135M-Instruct (cpt -> sft_data -> sft ->
-dpo_pairs -> dpo -> eval) shows continued pretraining from HF weights with step-0 loss parity, and
-post-training that measurably moves a real model (accuracy with a 95% interval per stage).
+Two tracks into one demo dir. The toy track (`make demo`, ~10 min on 2 cores: data -> pretrain ->
+anneal -> convert -> sft_data -> sft -> dpo_pairs -> dpo -> eval) is every stage's plumbing, training
+from scratch on our own data pipeline's output; a toy model scores ~0. The real track (`make
+demo-real`: cpt -> real_sft_data -> real_sft -> real_dpo_pairs -> real_dpo -> real_eval) takes the
+pretrained SmolLM2-135M-Instruct through continued pretraining from HF weights with step-0 loss parity,
+and post-training that measurably moves a real model (accuracy with a 95% interval per stage).
 
 Each stage runs the same entry point a user runs (training under torchrun, gloo), writes its
 artifacts under the demo dir and a `<stage>/.done.json` record; re-running skips finished stages,
-so an interrupted demo picks up where it stopped. It ends with a summary table and exits non-zero
-if a check fails (e.g. the pretraining loss not ending well below the corpus's unigram entropy).
+so an interrupted demo picks up where it stopped. It ends with a summary table (and the real model's
+table once its track has run) and exits non-zero if a check fails (e.g. the pretraining loss not
+ending well below the corpus's unigram entropy).
 """
 
 from __future__ import annotations
@@ -188,6 +191,76 @@ def stage_convert(demo: Demo) -> dict:
     }
 
 
+def stage_sft_data(demo: Demo) -> dict:
+    from megatron_infi.demo.sft_data import select_demo
+
+    out = select_demo(out_dir=demo.path("sft_data"), tokenizer_dir=demo.results["data"]["tokenizer"])
+    stats = json.loads(Path(out["stats"]).read_text())
+    prepared = stats["prepare"]
+    return {
+        "artifact": str(out["report"]),
+        "phase1": str(out["phase1"]),
+        "phase2": str(out["phase2"]),
+        "summary": f"{stats['curriculum']['phase1']} + {stats['curriculum']['phase2']} examples "
+        f"(phase 1 + 2) from {prepared['kept']} clean of "
+        f"{prepared['kept'] + sum(prepared['dropped'].values())} records",
+    }
+
+
+def _loss_trend(losses: list) -> str:
+    values = [loss for _, loss in losses]
+    return f"{values[0]:.2f} -> {values[-1]:.2f}" if values else "-"
+
+
+def stage_sft(demo: Demo) -> dict:
+    from megatron_infi.demo.posttrain import demo_sft
+
+    data = demo.results["sft_data"]
+    result = demo_sft(demo.results["convert"]["artifact"], demo.path("sft"), data["phase1"], data["phase2"])
+    trends = ", ".join(f"{p['phase']} {_loss_trend(p['losses'])}" for p in result["phases"])
+    return {"artifact": result["final_model"], "summary": f"loss {trends}"}
+
+
+def stage_dpo_pairs(demo: Demo) -> dict:
+    from megatron_infi.demo.posttrain import demo_dpo_pairs, write_pair_problems
+
+    problems = write_pair_problems(demo.path("posttrain_data"))
+    result = demo_dpo_pairs(demo.results["sft"]["artifact"], problems, demo.path("dpo_pairs"))
+    return {
+        "artifact": str(result["pairs_file"]),
+        "summary": f"{result['pairs']} pairs from {result['problems']} problems "
+        f"(mean pass rate {result['mean_pass_rate']:.2f})",
+    }
+
+
+def stage_dpo(demo: Demo) -> dict:
+    from megatron_infi.demo.posttrain import demo_dpo
+
+    result = demo_dpo(
+        demo.results["sft"]["artifact"], demo.results["dpo_pairs"]["artifact"], demo.path("dpo")
+    )
+    return {
+        "artifact": result["model_dir"],
+        "summary": f"loss {_loss_trend(result['losses'])}, held-out reward margin "
+        f"{result['held_out_before'].get('eval_rewards/margins', float('nan')):.3f} -> "
+        f"{result['held_out_after'].get('eval_rewards/margins', float('nan')):.3f}",
+    }
+
+
+def stage_eval(demo: Demo) -> dict:
+    from megatron_infi.evaluation.run import evaluate_models
+
+    models = [
+        {"name": "anneal", "path": demo.results["convert"]["artifact"], "mode": "fewshot"},
+        {"name": "sft", "path": demo.results["sft"]["artifact"], "mode": "chat"},
+        {"name": "dpo", "path": demo.results["dpo"]["artifact"], "mode": "chat"},
+    ]
+    evaluate_models(models, demo.path("eval"))
+    table = demo.path("eval", "results.md")
+    print(table.read_text(), flush=True)
+    return {"artifact": str(table), "summary": f"{len(models)} models, table + chart in eval/"}
+
+
 # ----------------------------------------------------------------------------- the real model
 # SmolLM2-135M-Instruct (assets.smollm2_dir): continued pretraining from its HF weights, then
 # post-training on a verifiable task, each stage through the same entry points a user runs.
@@ -225,15 +298,15 @@ def stage_cpt(demo: Demo) -> dict:
     }
 
 
-def stage_sft_data(demo: Demo) -> dict:
+def stage_real_sft_data(demo: Demo) -> dict:
     """Task data (decontaminated), self-teacher synthesis (rejection sampling), InfiAlign selection."""
     from megatron_infi import assets
     from megatron_infi.demo import real_posttrain as real
 
     base = assets.smollm2_dir()
-    data = real.write_task_data(demo.path("sft_data", "task"), train_size=400, pair_problems=60)
-    synthesized = real.synthesize(base, data["seeds"], demo.path("sft_data", "synthesis"))
-    selected = real.select(synthesized, data["held_out"], base, demo.path("sft_data", "selection"))
+    data = real.write_task_data(demo.path("real_sft_data", "task"), train_size=400, pair_problems=60)
+    synthesized = real.synthesize(base, data["seeds"], demo.path("real_sft_data", "synthesis"))
+    selected = real.select(synthesized, data["held_out"], base, demo.path("real_sft_data", "selection"))
     stats = json.loads(selected["stats"].read_text())
     task = data["stats"]
     return {
@@ -248,26 +321,21 @@ def stage_sft_data(demo: Demo) -> dict:
     }
 
 
-def _loss_trend(losses: list) -> str:
-    values = [loss for _, loss in losses]
-    return f"{values[0]:.2f} -> {values[-1]:.2f}" if values else "-"
-
-
-def stage_sft(demo: Demo) -> dict:
+def stage_real_sft(demo: Demo) -> dict:
     from megatron_infi import assets
     from megatron_infi.demo import real_posttrain as real
 
-    data = demo.results["sft_data"]
-    result = real.sft(assets.smollm2_dir(), Path(data["phase1"]), Path(data["phase2"]), demo.path("sft"))
+    data = demo.results["real_sft_data"]
+    result = real.sft(assets.smollm2_dir(), Path(data["phase1"]), Path(data["phase2"]), demo.path("real_sft"))
     trends = ", ".join(f"{p['phase']} {_loss_trend(p['losses'])}" for p in result["phases"])
     return {"artifact": result["final_model"], "summary": f"loss {trends}"}
 
 
-def stage_dpo_pairs(demo: Demo) -> dict:
+def stage_real_dpo_pairs(demo: Demo) -> dict:
     from megatron_infi.demo import real_posttrain as real
 
-    problems = Path(demo.results["sft_data"]["pair_problems"])
-    result = real.dpo_pairs(demo.results["sft"]["artifact"], problems, demo.path("dpo_pairs"))
+    problems = Path(demo.results["real_sft_data"]["pair_problems"])
+    result = real.dpo_pairs(demo.results["real_sft"]["artifact"], problems, demo.path("real_dpo_pairs"))
     return {
         "artifact": str(result["pairs_file"]),
         "summary": f"{result['pairs']} pairs from {result['problems']} problems "
@@ -275,11 +343,13 @@ def stage_dpo_pairs(demo: Demo) -> dict:
     }
 
 
-def stage_dpo(demo: Demo) -> dict:
+def stage_real_dpo(demo: Demo) -> dict:
     from megatron_infi.demo import real_posttrain as real
 
     result = real.dpo(
-        demo.results["sft"]["artifact"], Path(demo.results["dpo_pairs"]["artifact"]), demo.path("dpo")
+        demo.results["real_sft"]["artifact"],
+        Path(demo.results["real_dpo_pairs"]["artifact"]),
+        demo.path("real_dpo"),
     )
     return {
         "artifact": result["model_dir"],
@@ -289,7 +359,7 @@ def stage_dpo(demo: Demo) -> dict:
     }
 
 
-def stage_eval(demo: Demo) -> dict:
+def stage_real_eval(demo: Demo) -> dict:
     """Base / CPT / SFT / DPO SmolLM2 on the held-out problems: accuracy, n and 95% interval."""
     from megatron_infi import assets
     from megatron_infi.demo import real_posttrain as real
@@ -297,13 +367,13 @@ def stage_eval(demo: Demo) -> dict:
     models = {
         "base": assets.smollm2_dir(),
         "cpt": demo.results["cpt"]["artifact"],
-        "sft": demo.results["sft"]["artifact"],
-        "dpo": demo.results["dpo"]["artifact"],
+        "sft": demo.results["real_sft"]["artifact"],
+        "dpo": demo.results["real_dpo"]["artifact"],
     }
-    table = real.evaluate(models, demo.path("eval"))
+    table = real.evaluate(models, demo.path("real_eval"))
     row = ", ".join(f"{name} {r['acc']:.1f}%" for name, r in table.items())
     return {
-        "artifact": str(demo.path("eval", "results.md")),
+        "artifact": str(demo.path("real_eval", "results.md")),
         "table": table,
         "summary": f"{row} (n={table['base']['n']})",
     }
@@ -314,49 +384,66 @@ STAGES: list[tuple[str, Callable[[Demo], dict]]] = [
     ("pretrain", stage_pretrain),
     ("anneal", stage_anneal),
     ("convert", stage_convert),
-    ("cpt", stage_cpt),
     ("sft_data", stage_sft_data),
     ("sft", stage_sft),
     ("dpo_pairs", stage_dpo_pairs),
     ("dpo", stage_dpo),
     ("eval", stage_eval),
+    ("cpt", stage_cpt),
+    ("real_sft_data", stage_real_sft_data),
+    ("real_sft", stage_real_sft),
+    ("real_dpo_pairs", stage_real_dpo_pairs),
+    ("real_dpo", stage_real_dpo),
+    ("real_eval", stage_real_eval),
 ]
 
+# `make demo` runs the toy track (~10 min on 2 cores), `make demo-real` the real model's (longer:
+# sampling and evaluating a 135M model on CPU); both write into the same demo dir and summary.json.
+TRACKS: dict[str, list[str]] = {
+    "toy": ["data", "pretrain", "anneal", "convert", "sft_data", "sft", "dpo_pairs", "dpo", "eval"],
+    "real": ["cpt", "real_sft_data", "real_sft", "real_dpo_pairs", "real_dpo", "real_eval"],
+}
 
-# The earlier stages whose results a stage reads (the toy model's and the real model's tracks are
-# independent: `--only cpt sft_data ...` runs the real model alone).
+# The earlier stages whose results a stage reads.
 NEEDS: dict[str, list[str]] = {
     "pretrain": ["data"],
     "anneal": ["data", "pretrain"],
     "convert": ["anneal"],
-    "sft": ["sft_data"],
-    "dpo_pairs": ["sft_data", "sft"],
+    "sft_data": ["data"],
+    "sft": ["sft_data", "convert"],
+    "dpo_pairs": ["sft"],
     "dpo": ["sft", "dpo_pairs"],
-    "eval": ["cpt", "sft", "dpo"],
+    "eval": ["convert", "sft", "dpo"],
+    "real_sft": ["real_sft_data"],
+    "real_dpo_pairs": ["real_sft_data", "real_sft"],
+    "real_dpo": ["real_sft", "real_dpo_pairs"],
+    "real_eval": ["cpt", "real_sft", "real_dpo"],
 }
 
 
 def _print_summary(demo: Demo, timings: dict[str, float]) -> None:
+    """The stages run now or before into this demo dir, in pipeline order."""
     from rich.console import Console
     from rich.table import Table
 
+    ran = [name for name, _ in STAGES if name in demo.results]
     console = Console(width=max(120, Console().width))
     table = Table(title=f"megatron-infi demo ({demo.root})")
     for column in ("stage", "seconds", "result"):
         table.add_column(column)
-    for name, _ in STAGES:
+    for name in ran:
         result = demo.results.get(name, {})
         table.add_row(name, f"{timings.get(name, 0):.0f}", result.get("summary", "-"))
     table.add_row("total", f"{sum(timings.values()):.0f}", "")
     console.print(table)
     console.print("Artifacts:")
-    for name, _ in STAGES:
-        console.print(f"  {name:<10} {demo.results.get(name, {}).get('artifact', '-')}", soft_wrap=True)
+    for name in ran:
+        console.print(f"  {name:<14} {demo.results.get(name, {}).get('artifact', '-')}", soft_wrap=True)
 
 
 def real_model_summary(results: dict[str, dict]) -> dict | None:
     """summary.json's `real_model` section: the CPT step-0 parity and the evaluation table."""
-    cpt, evaluation = results.get("cpt"), results.get("eval")
+    cpt, evaluation = results.get("cpt"), results.get("real_eval")
     if not cpt or not evaluation:
         return None
     return {
@@ -391,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--fresh", action="store_true", help="delete the demo dir first")
+    parser.add_argument(
+        "--track", choices=sorted(TRACKS), default="toy", help="toy: `make demo`; real: `make demo-real`"
+    )
     parser.add_argument("--only", nargs="*", help="run only these stages (earlier ones must be done)")
     args = parser.parse_args(argv)
     root = Path(args.out).resolve()
@@ -400,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     set_run_caches(root)
     demo = Demo(root)
     timings: dict[str, float] = {}
+    selected = args.only or TRACKS[args.track]
     start = time.perf_counter()
     for name, fn in STAGES:
         done = demo.path(name, ".done.json")
@@ -407,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             demo.results[name] = json.loads(done.read_text())
             timings[name] = demo.results[name].get("seconds", 0.0)
             continue
-        if args.only and name not in args.only:
+        if name not in selected:
             continue  # a selected stage that needs it says so below
         missing = [need for need in NEEDS.get(name, []) if need not in demo.results]
         if missing:
