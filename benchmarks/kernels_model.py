@@ -100,10 +100,12 @@ class McoreRun:
         from megatron_infi.kernels.optim import use_fused_adam
         from megatron_infi.models.gpt import build_model, resolve_dtype
         from megatron_infi.models.spec import check_supported
+        from megatron_infi.training import patches
         from megatron_infi.training.distributed import init_model_parallel
         from megatron_infi.training.optim import build_optimizer, inner_torch_optimizers
 
         check_supported(cfg.model, cfg.parallel)
+        patches.apply()
         init_model_parallel(1, 1, seed=seed)
         (chunk,), tconfig = build_model(cfg)
         if weights is not None:

@@ -45,8 +45,10 @@ def _time_steps(step_fn, warmup: int, steps: int) -> list[float]:
 
 def bench_mcore(cfg: TrainConfig, warmup: int, steps: int) -> list[float]:
     from megatron_infi.data import gpt_data
+    from megatron_infi.training import patches
     from megatron_infi.training.trainer import Trainer
 
+    patches.apply()
     trainer = Trainer(cfg).setup()
     train_ds, _ = gpt_data.build_datasets(cfg, trainer.tokenizer, trainer.world.data)
     iterator = trainer._iterators(train_ds, 0)

@@ -32,3 +32,12 @@ def boolq_corpus(tmp_path_factory, llama3_tokenizer_dir):
     from tests.corpus import write_indexed_corpus
 
     return write_indexed_corpus(tmp_path_factory.mktemp("corpus"), llama3_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def megatron_patches():
+    """What every entry point that runs megatron-core does first (megatron_infi/training/patches.py);
+    the test folders that start megatron-core in-process use it from their conftest.py."""
+    from megatron_infi.training import patches
+
+    return patches.apply()

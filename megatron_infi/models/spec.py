@@ -150,13 +150,14 @@ WGRAD_FUSION = True
 
 def gradient_accumulation_fusion(model: ModelConfig) -> bool:
     """Whether linear layers accumulate weight gradients inside the wgrad GEMM into the fp32
-    main_grad (megatron-core's `gradient_accumulation_fusion`; kernels/wgrad.py provides the GEMM
-    without apex). On with kernels=triton on a GPU whose torch supports it."""
+    main_grad (megatron-core's `gradient_accumulation_fusion`): with kernels=triton on a GPU where
+    megatron-core has the GEMM, apex's or kernels/wgrad.py's (installed by training/patches.py).
+    Reads state only: it patches nothing."""
     if not WGRAD_FUSION or not torch.cuda.is_available() or resolve_backend(model) != "triton":
         return False
-    from megatron_infi.kernels import wgrad
+    from megatron.core.tensor_parallel import layers
 
-    return wgrad.install()
+    return layers._grad_accum_fusion_available
 
 
 def check_supported(model: ModelConfig, parallel) -> None:

@@ -119,4 +119,7 @@ def test_cli_dry_run_and_error_exit(tmp_path):
     assert resolved["parallel"]["tensor"] == 2 and resolved["model"]["hidden_size"] == 128
     bad = subprocess.run([*cmd, "parallel.pipeline=3"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("config error: parallel.pipeline:")
+    assert bad.stderr.strip().splitlines() == [
+        "infi train: config error: parallel.pipeline: pipeline=3 x virtual_pipeline=1 does not divide "
+        "model.num_layers=4"
+    ]
