@@ -4,6 +4,7 @@ counted with file:line; the shipped presets load."""
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,30 @@ def test_world_size_must_divide_the_batch(monkeypatch):
         common.gradient_accumulation(schedule, "phases[1].schedule")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert common.gradient_accumulation(schedule, "schedule") == 8
+
+
+def test_shared_checkpoint_and_logging_sections_map_onto_trl(monkeypatch):
+    """`checkpoint:` / `logging:` are pretraining's sections (config.sections) with the same meaning."""
+    from megatron_infi.config.schema import TrainConfig
+    from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
+
+    for stage in (SFTStageConfig, DPOStageConfig, TrainConfig):
+        assert issubclass(typing.get_type_hints(stage)["checkpoint"], CheckpointConfig)
+        assert issubclass(typing.get_type_hints(stage)["logging"], LoggingConfig)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+
+    def trl_args(checkpoint: CheckpointConfig, logging: LoggingConfig) -> dict:
+        return common.trainer_arguments(
+            output_dir=Path("o"), schedule=common.EpochScheduleConfig(global_batch_size=2),
+            optim=common.OptimConfig(), checkpoint=checkpoint, logging=logging,
+            runtime=common.RuntimeConfig(), run_name="r", field_prefix="schedule", has_eval=False,
+        )  # fmt: skip
+
+    args = trl_args(CheckpointConfig(save_interval=7, keep_last=3), LoggingConfig(log_interval=4, wandb=True))
+    assert (args["save_strategy"], args["save_steps"], args["save_total_limit"]) == ("steps", 7, 3)
+    assert (args["logging_steps"], args["report_to"]) == (4, ["tensorboard", "wandb"])
+    args = trl_args(CheckpointConfig(save_interval=0), LoggingConfig(tensorboard=False))
+    assert args["save_strategy"] == "no" and args["report_to"] == "none"
 
 
 def _write_lines(path: Path, lines: list) -> Path:
