@@ -56,6 +56,28 @@ def _section(text: str, title: str) -> str:
     return match.group(1) if match else ""
 
 
+def _examples(text: str) -> list[str]:
+    """Every balanced `{...}` in `text` (an example may span lines)."""
+    found, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char == "{":
+            start = i if depth == 0 else start
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                found.append(text[start : i + 1])
+    return found
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
 # ---------------------------------------------------------------- help
 
 
@@ -67,7 +89,12 @@ def test_help_names_the_command_and_shows_formats_and_layout(words, capsys):
     assert _section(out, "input").strip(), f"{_name(words)} --help has no input section"
     assert _section(out, "output").strip(), f"{_name(words)} --help has no output section"
     if "--config" in out:
-        assert "{" in _section(out, "input"), "a config-driven command shows an example input record"
+        examples = _examples(_section(out, "input"))
+        assert examples, "a config-driven command shows an example input record"
+        for example in examples:  # copyable: valid JSON / YAML, no escape turned into a control char
+            parsed = yaml.safe_load(example)
+            assert isinstance(parsed, dict), example
+            assert not [s for s in _strings(parsed) if any(ord(c) < 32 for c in s)], example
         example = re.search(r"^example config: (launch/configs/\S+?),?\s", out, re.M)
         assert example, f"{_name(words)} --help points to no shipped example config"
         assert (REPO / example.group(1)).is_file(), example.group(1)

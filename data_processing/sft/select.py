@@ -17,7 +17,7 @@ input:
   inputs[*].path: a file, a dir or a glob of .jsonl, .jsonl.gz, .json (a list) or .parquet; each
   record in one of these formats (`format: auto` tells them apart by their keys):
     messages  {"messages": [{"role": "user", "content": "What is 2+3?"},
-                            {"role": "assistant", "content": "2+3=5. \\boxed{5}"}]}
+                            {"role": "assistant", "content": "2+3=5. \\\\boxed{5}"}]}
     sharegpt  {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}
     alpaca    {"instruction": "...", "input": "", "output": "..."}
     qa        {"question": "What is 2+3?", "solution": "2+3=5", "answer": "5"}

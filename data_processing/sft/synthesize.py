@@ -12,16 +12,9 @@ Same resume rules as sft-select (completion markers, stale stages, config stamp)
 input:
   llm.model (the teacher; `evolver` rewrites instructions, default: the teacher): an HF model dir,
   or a served model with `llm.base_url`
-  inputs[*].path: the seed instructions (their responses are ignored): a file, a dir or a glob of
-  .jsonl, .jsonl.gz, .json (a list) or .parquet; each record in one of these formats (`format:
-  auto` tells them apart by their keys):
-    messages  {"messages": [{"role": "user", "content": "What is 2+3?"},
-                            {"role": "assistant", "content": "2+3=5. \\boxed{5}"}]}
-    sharegpt  {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}
-    alpaca    {"instruction": "...", "input": "", "output": "..."}
-    qa        {"question": "What is 2+3?", "solution": "2+3=5", "answer": "5"}
-              (code: "tests" / "entry_point"; no solution: question only)
-  malformed records are skipped and counted with their file:line
+  inputs[*].path: the seed instructions, in any format `infi data sft-select` reads (messages,
+  sharegpt, alpaca, qa: see its --help); only the instruction is used, responses are ignored:
+    {"question": "Write a Python function that reverses a string."}
 
 output (under output_dir):
   synthesized.jsonl (or .parquet)   canonical SFT records, meta: quality_score, difficulty, pass_rate,

