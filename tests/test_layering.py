@@ -20,9 +20,9 @@ PACKAGE = REPO / "megatron_infi"
 CORE = {"megatron_infi.config", "megatron_infi.utils", "megatron_infi.assets"}
 
 ALLOWED: dict[str, set[str]] = {
-    "megatron_infi.config": set(),
-    "megatron_infi.utils": set(),
-    "megatron_infi.assets": set(),
+    "megatron_infi.config": CORE,
+    "megatron_infi.utils": CORE,
+    "megatron_infi.assets": CORE,
     "megatron_infi.cli": set(),  # dispatches by module name, imports no stage
     "megatron_infi.kernels": CORE,
     "megatron_infi.models": CORE | {"megatron_infi.kernels"},
