@@ -91,11 +91,14 @@ def wall_cap_s(timeout_s: float) -> float:
 
 @lru_cache(maxsize=1)
 def _interpreter() -> tuple[str, str]:
-    """(the interpreter binary, its install prefix), outside any venv."""
-    return os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)
+    """(the interpreter binary, its install prefix), outside any venv: the venv's binary may be a
+    copy that only works next to its pyvenv.cfg, which the sandbox does not show."""
+    binary = getattr(sys, "_base_executable", None) or sys.executable
+    return os.path.realpath(binary), os.path.realpath(sys.base_prefix)
 
 
-def _root_view() -> list[str]:
+@lru_cache(maxsize=1)
+def _root_view() -> tuple[str, ...]:
     """bwrap arguments for the read-only view: /usr, the top-level links into it (or the dirs
     themselves on systems without merged /usr), the loader cache, the Python install."""
     args = ["--ro-bind", "/usr", "/usr"]
@@ -106,9 +109,9 @@ def _root_view() -> list[str]:
             args += ["--ro-bind", name, name]
     args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     prefix = _interpreter()[1]
-    if not prefix.startswith("/usr/"):
+    if os.path.commonpath([prefix, "/usr"]) != "/usr":
         args += ["--ro-bind", prefix, prefix]
-    return args
+    return tuple(args)
 
 
 def _bwrap_command(bwrap: str, seccomp_fd: int, info_fd: int, file_fds: dict[str, int]) -> list[str]:
@@ -147,7 +150,8 @@ def _bwrap_command(bwrap: str, seccomp_fd: int, info_fd: int, file_fds: dict[str
     ]
 
 
-def _limits_command(cpu_limit_s: int, memory_mb: int) -> list[str]:
+def _python_command(cpu_limit_s: int, memory_mb: int, *args: str) -> list[str]:
+    """The interpreter under its rlimits (set by prlimit, which then execs it)."""
     limits = [
         f"--cpu={cpu_limit_s}:{cpu_limit_s}",  # soft = hard: SIGKILL, which even pid 1 gets
         f"--fsize={OUTPUT_LIMIT_BYTES}",
@@ -156,7 +160,8 @@ def _limits_command(cpu_limit_s: int, memory_mb: int) -> list[str]:
     ]
     if memory_mb > 0:
         limits.append(f"--as={memory_mb << 20}")
-    return ["prlimit", *limits, "--"]
+    # -E: no PYTHON* variables; unlike -I it keeps the work dir importable
+    return ["prlimit", *limits, "--", _interpreter()[0], "-E", "-s", "-B", *args]
 
 
 def _clean_env(workdir: str) -> dict[str, str]:
@@ -191,15 +196,7 @@ def _probe(bwrap: str | None) -> str | None:
     fd, info_fd = _memfd("seccomp", seccomp), _memfd("info")
     try:
         probe = subprocess.run(
-            [
-                *_bwrap_command(bwrap, fd, info_fd, {}),
-                *_limits_command(10, 0),
-                _interpreter()[0],
-                "-E",
-                "-s",
-                "-c",
-                "",
-            ],
+            [*_bwrap_command(bwrap, fd, info_fd, {}), *_python_command(10, 0, "-c", "")],
             pass_fds=(fd, info_fd),
             capture_output=True,
             text=True,
@@ -213,7 +210,7 @@ def _probe(bwrap: str | None) -> str | None:
         os.close(info_fd)
     if probe.returncode != 0:
         why = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
-        return f"code sandbox unavailable: {bwrap} fails here ({why}); it needs user namespaces"
+        return f"code sandbox unavailable: an empty program failed under {bwrap}: {why}"
     return None
 
 
@@ -340,15 +337,7 @@ def run_program(
             seccomp_fd, info_fd = memfd("seccomp", seccomp_filter()), memfd("info")
             prefix = _bwrap_command(shutil.which("bwrap") or "bwrap", seccomp_fd, info_fd, file_fds)
             pass_fds = (seccomp_fd, info_fd, *file_fds.values())
-        command = [
-            *prefix,
-            *_limits_command(math.ceil(timeout_s) + 1, memory_mb),
-            _interpreter()[0],
-            "-E",  # no PYTHON* variables; unlike -I it keeps the work dir importable
-            "-s",
-            "-B",
-            "main.py",
-        ]
+        command = [*prefix, *_python_command(math.ceil(timeout_s) + 1, memory_mb, "main.py")]
         try:
             proc = subprocess.Popen(
                 command,
