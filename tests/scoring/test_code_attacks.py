@@ -94,6 +94,15 @@ ATTACKS = {
     ),
     "read the repo": Attack("print(open('{repo}/README.md').read())", "failed"),
     "delete the interpreter": Attack("import os, sys\nos.remove(sys.executable)", "failed", False),
+    "fill memory through /dev/shm": Attack(
+        "open('/dev/shm/fill', 'wb').write(bytes(1 << 20))", "failed", False
+    ),
+    "write outside its work dir, at /": Attack("open('/escaped.txt', 'w').write('x')", "failed", False),
+    "thread bomb (bounded by the address space)": Attack(
+        "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()",
+        "failed",
+        False,
+    ),
     "fill the disk": Attack(
         "for i in range(8):\n    open(f'/work/fill{{i}}', 'wb').write(bytes(15 << 20))", "failed", False
     ),
