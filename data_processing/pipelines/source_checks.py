@@ -76,7 +76,7 @@ def drop_warnings(flow: dict[str, dict]) -> list[dict]:
                     {
                         "source": source,
                         **step,
-                        "message": f"source {source!r}: step {step['step']!r} ({step['stage']}) dropped "
+                        "message": f"source {source!r}: step '{step['step']}' ({step['stage']}) dropped "
                         f"{step['dropped']} of {step['in']} documents "
                         f"({step['dropped'] / step['in']:.0%}; {_reasons(step['reasons'])})",
                     }
@@ -95,7 +95,7 @@ def empty_sources(flow: dict[str, dict], config: dict) -> list[dict]:
         if removing:
             last = removing[-1]
             message = (
-                f"source {source!r} has no documents left: step {last['step']!r} ({last['stage']}) removed "
+                f"source {source!r} has no documents left: step '{last['step']}' ({last['stage']}) removed "
                 f"the last {last['dropped']} ({_reasons(last['reasons'])})"
             )
         else:
