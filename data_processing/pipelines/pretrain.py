@@ -187,12 +187,12 @@ class _StageBuilder:
 def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     from datatrove.pipeline.dedup import MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
-    from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
 
     from megatron_infi.data_processing.pipelines.finalize import FinalizeRun
     from megatron_infi.data_processing.steps.decontaminate import DecontaminationFilter
+    from megatron_infi.data_processing.steps.sources import StageOutputReader
     from megatron_infi.data_processing.steps.tokenize import DomainMegatronTokenizer
 
     layout = RunLayout(cfg.output_dir)
@@ -212,7 +212,7 @@ def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     stages = [Stage("filter", first.pipeline, tasks, first.groups)]
 
     def filtered_reader():
-        return JsonlReader(str(layout.filtered), glob_pattern="*.jsonl.gz")
+        return StageOutputReader(str(layout.filtered), glob_pattern="*.jsonl.gz")
 
     second = _StageBuilder(layout, count_with)
     second.pipeline.append(filtered_reader())

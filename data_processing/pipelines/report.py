@@ -27,7 +27,8 @@ def plot_funnel(funnel: dict[str, dict[str, dict[str, int]]], path: Path) -> Non
         ax.set_yscale("symlog")
         ax.grid(alpha=0.3)
         ax.tick_params(axis="x", rotation=30)
-    axes[0].legend(title="domain", loc="lower left", fontsize="small")
+    if domains:  # a run whose filters removed everything has none
+        axes[0].legend(title="domain", loc="lower left", fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -43,8 +44,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def _source_problems(manifest: dict) -> list[str]:
     """Empty sources and steps that dropped most of a source, at the top where nobody misses them."""
-    empty = manifest.get("empty_sources", [])
-    warnings = manifest.get("warnings", [])
+    empty, warnings = manifest["empty_sources"], manifest["warnings"]
     if not empty and not warnings:
         return []
     out = ["## Warnings", ""]
@@ -106,9 +106,8 @@ def render_markdown(manifest: dict) -> str:
             for stage, rows in funnel.items()
         ],
     )
-    if manifest.get("source_flow"):
-        out += ["", "## Documents per source", "", "Documents of each source left after each stage.", ""]
-        out += _source_table(manifest["source_flow"])
+    out += ["", "## Documents per source", "", "Documents of each source left after each stage.", ""]
+    out += _source_table(manifest["source_flow"])
     out += ["", "## Drops by step", ""]
     rows = []
     for stage, steps in manifest["stages"].items():

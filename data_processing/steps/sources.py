@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import lzma
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,14 +19,15 @@ from typing import Any
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolderLike, get_datafolder
+from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.pipeline.readers.huggingface import HuggingFaceDatasetReader
 
 METADATA_FIELDS = ("language", "path", "url", "title")
 _EXCERPT = 200
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# what a damaged gzip / zstd / bz2 stream raises while being read
-_DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error)
+# what a damaged gzip / bz2 / xz / zstd stream raises while being read
+_DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, lzma.LZMAError)
 try:
     import zstandard
 
@@ -280,3 +282,12 @@ class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
 
     def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
         return self._make_document(data, source_file, id_in_file)
+
+
+class StageOutputReader(JsonlReader):
+    """The JSONL a previous executor of the run wrote; none at all (every document was filtered out)
+    is an empty input here, so that the run reaches its report instead of datatrove's "No files"."""
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if self.data_folder.exists("") and self.data_folder.list_files(glob_pattern=self.glob_pattern):
+            yield from super().run(data, rank, world_size)

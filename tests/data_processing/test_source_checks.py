@@ -130,6 +130,22 @@ def test_busy_output_dir_is_refused_with_its_holder(first_run, config_file, caps
     assert (out / "manifest.json").stat().st_mtime_ns == stamp and not (out / ".lock").exists()
 
 
+def test_under_slurm_the_finalize_job_fails_on_an_empty_source(first_run, config_file):
+    """There is no local process to say it: the job that writes the manifest exits non-zero."""
+    from megatron_infi.config.core import load_config
+    from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
+    from megatron_infi.data_processing.pipelines.source_checks import EmptySourceError
+
+    config, _ = config_file
+    slurm = ["executor.kind=slurm", "executor.slurm.partition=cpu"]
+    (finalize,) = pretrain.build_stages(load_config(PretrainDataConfig, config, slurm))[-1].pipeline
+    with pytest.raises(EmptySourceError, match="source 'wrong' has no documents left"):
+        finalize.run()
+    allowed = load_config(PretrainDataConfig, config, [*slurm, "sources.2.allow_empty=true"])
+    (finalize,) = pretrain.build_stages(allowed)[-1].pipeline
+    finalize.run()
+
+
 def test_allow_empty_accepts_the_source_and_resumes_without_recomputing(first_run, config_file, capsys):
     config, _ = config_file
     out = first_run[-1]

@@ -7,6 +7,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from megatron_infi import assets
 from megatron_infi.data_processing.pipelines.config import IngestConfig
@@ -203,3 +204,15 @@ def test_metadata_fields_rename_record_fields_and_language_overrides(tmp_path):
     }
     (doc,) = _source(tmp_path, **fields, language="cpp").run()  # the source's word wins
     assert doc.metadata["language"] == "cpp"
+
+
+def test_a_stage_whose_input_was_all_filtered_out_reads_nothing(tmp_path):
+    """Every document dropped in the filter stage: the later stages get empty input, not a crash."""
+    from datatrove.pipeline.readers import JsonlReader
+
+    from megatron_infi.data_processing.steps.sources import StageOutputReader
+
+    (tmp_path / "filtered").mkdir()
+    assert list(StageOutputReader(str(tmp_path / "filtered"), glob_pattern="*.jsonl.gz").run()) == []
+    with pytest.raises(RuntimeError, match="No files found"):
+        list(JsonlReader(str(tmp_path / "filtered"), glob_pattern="*.jsonl.gz").run())
