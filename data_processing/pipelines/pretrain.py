@@ -174,7 +174,7 @@ class _StageBuilder:
         from megatron_infi.data_processing.steps.funnel import DropsBySource, FunnelCounter
 
         for step in steps:  # filters: count drops per source (readers count their own quarantine)
-            if getattr(step, "exclusion_writer", "absent") is None:
+            if hasattr(step, "exclusion_writer") and step.exclusion_writer is None:
                 step.exclusion_writer = DropsBySource(
                     step, "minhash_duplicate" if label == "dedup" else "unspecified"
                 )
