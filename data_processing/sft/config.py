@@ -120,8 +120,9 @@ class DifficultyConfig:
 class QualityConfig:
     verify_math: bool = True  # math-verify against meta.answer
     verify_code: bool = True  # run against meta.tests in the sandbox
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a generous wall-clock cap)
     memory_mb: int = 1024
+    unsafe_no_sandbox: bool = False  # run code without the bwrap sandbox (only where it cannot run)
     workers: int = 4  # sandbox runs / verifications in parallel
     correction_retries: int = 0  # regenerate failures up to N times with the LLM (InfiAlign: 8)
     correction_sampling: LLMTask = field(
@@ -254,8 +255,9 @@ class RejectionConfig:
     verify_math: bool = True  # when the instruction has a reference answer
     verify_code: bool = True  # run against tests when there are tests
     run_code: bool = True  # code without tests must at least run cleanly in the sandbox
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a generous wall-clock cap)
     memory_mb: int = 1024
+    unsafe_no_sandbox: bool = False  # run code without the bwrap sandbox (only where it cannot run)
     workers: int = 4
 
     def validate(self) -> None:

@@ -139,7 +139,9 @@ def _score_all(
     n = len(outputs[0]) if outputs else 0
 
     def one(job):
-        return score_reply(job[0], job[1], mode, cfg.code_timeout_s, cfg.code_memory_mb)
+        return score_reply(
+            job[0], job[1], mode, cfg.code_timeout_s, cfg.code_memory_mb, cfg.code_unsafe_no_sandbox
+        )
 
     desc = f"score {bench.spec.key}"
     if BENCHMARKS[bench.spec.name].kind == "code":  # sandboxes are subprocesses: run them side by side

@@ -71,8 +71,9 @@ class DPOPairsConfig:
     sampling: SamplingParams = field(default_factory=_default_sampling)  # sampling.n: samples per problem
     chosen: Literal["expert_then_sample", "expert", "sample"] = "expert_then_sample"
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
-    code_timeout_s: float = 10.0
+    code_timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a wall-clock cap)
     code_memory_mb: int = 1024
+    code_unsafe_no_sandbox: bool = False  # run code without the bwrap sandbox (only where it cannot)
     verify_workers: int | None = None  # threads for verification (sandboxes are subprocesses)
 
     def validate(self) -> None:
@@ -188,6 +189,7 @@ class Verifier:
             entry_point=problem.entry_point,
             timeout_s=self.cfg.code_timeout_s,
             memory_mb=self.cfg.code_memory_mb,
+            unsafe_no_sandbox=self.cfg.code_unsafe_no_sandbox,
         )
         return result.passed
 
