@@ -37,9 +37,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from megatron_infi.checkpoints_tools.mappings import ConversionError
 from megatron_infi.config.core import ConfigError, command_parser
 from megatron_infi.errors import command
+from megatron_infi.models.hf_mapping import ConversionError
 from megatron_infi.training import patches
 
 

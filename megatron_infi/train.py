@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 
+import megatron_infi.models  # noqa: F401  (registers the architectures model.preset / model.arch name)
 from megatron_infi.config.core import parse_stage_config
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.errors import command
