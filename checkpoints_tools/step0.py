@@ -9,20 +9,29 @@ the HF model's. The trainer logs `valid_loss` at iteration 0 into `RUN/logs/trai
 this rebuilds the same validation samples from `RUN/config.yaml` (megatron-core's GPTDataset, same
 seed, sizes and split, so the same shuffled windows), runs the HF model on them with the same labels
 and loss mask, and reports both losses and their difference (token-weighted means, in nats).
+
+input:
+  --run RUN_DIR: a training run dir trained with train.eval_at_start=true (its config.yaml and
+  logs/train_metrics.jsonl); --hf DIR: the Hugging Face model it was converted from
+
+output:
+  the report as JSON on stdout (step0_loss_megatron, step0_loss_hf, abs_diff, windows, tp, pp);
+  exit 0 within --tolerance, 1 over it
+
+example: infi convert step0-loss --run runs/demo/cpt/run --hf .venv/assets/smollm2-135m-instruct
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from megatron_infi.checkpoints_tools.mappings import ConversionError
-from megatron_infi.config.core import ConfigError, from_dict, load_yaml
+from megatron_infi.config.core import command_parser, from_dict, load_yaml
 from megatron_infi.config.schema import TrainConfig
+from megatron_infi.errors import command
+from megatron_infi.models.hf_mapping import ConversionError
 
 
 def run_config(run_dir: str | Path) -> TrainConfig:
@@ -103,12 +112,9 @@ def compare(run_dir: str | Path, hf_dir: str | Path, dtype: str = "fp32") -> dic
     }
 
 
+@command("infi convert step0-loss")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="infi convert step0-loss",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("infi convert step0-loss", __doc__)
     parser.add_argument(
         "--run", required=True, help="training run dir (trained with train.eval_at_start=true)"
     )
@@ -116,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="HF model dtype")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="exit 1 when |difference| exceeds it")
     args = parser.parse_args(argv)
-    try:
-        report = compare(args.run, args.hf, args.dtype)
-    except (ConversionError, ConfigError) as err:
-        print(f"infi convert step0-loss: {err}", file=sys.stderr)
-        return 2
+    report = compare(args.run, args.hf, args.dtype)  # bad input raises: one line, exit 2
     print(json.dumps(report, indent=2))
     return 0 if report["abs_diff"] <= args.tolerance else 1
 

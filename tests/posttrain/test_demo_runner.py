@@ -41,8 +41,8 @@ def test_only_skips_unselected_stages_and_names_missing_inputs(tmp_path, monkeyp
     needs = {"pretrain": ["data"], "real_sft": ["real_sft_data"], "real_eval": ["cpt", "real_sft"]}
     monkeypatch.setattr(run, "NEEDS", needs)
 
-    assert run.main(["--out", str(tmp_path), "--only", "real_sft"]) == 1
-    assert "stage real_sft: needs real_sft_data" in capsys.readouterr().err and calls == []
+    assert run.main(["--out", str(tmp_path), "--only", "real_sft"]) == 2  # a usage error, before any stage
+    assert "stage real_sft needs real_sft_data" in capsys.readouterr().err and calls == []
 
     assert run.main(["--out", str(tmp_path), "--track", "real"]) == 0
     assert calls == ["cpt", "real_sft_data", "real_sft", "real_eval"]  # the toy track is not run
