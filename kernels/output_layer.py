@@ -46,8 +46,9 @@ def fused_output_loss(
     """A GPTModel `output_processor`: per-token loss [b, s] from the decoder's [s, b, h] output,
     with the output layer's tensor / sequence parallelism and without materialised logits.
 
-    Tokens with loss_mask == 0 get loss 0 and no gradient (the loss function zeroes them anyway),
-    which keeps the upstream gradient uniform and backward free of recomputation.
+    Tokens with loss_mask == 0 get loss 0 and no gradient (the loss function zeroes them anyway)
+    and stay out of the logits GEMMs; the upstream gradient of the others stays uniform, which
+    keeps backward free of recomputation.
     """
     from megatron.core.tensor_parallel.mappings import (
         copy_to_tensor_model_parallel_region,

@@ -44,7 +44,8 @@ def _forward_step(data_iterator, model):
     labels = batch["labels"].to(dev, non_blocking=True)
     position_ids = batch["position_ids"].to(dev, non_blocking=True)
     loss_mask = batch["loss_mask"].to(dev, non_blocking=True)
-    output = model(tokens, position_ids, None, labels=labels)
+    # The fused output loss leaves masked tokens out of its GEMMs (kernels/output_layer.py).
+    output = model(tokens, position_ids, None, labels=labels, loss_mask=loss_mask)
     return output, partial(_loss_func, loss_mask)
 
 
