@@ -1,5 +1,5 @@
 """The kernels=triton vs kernels=torch loss-curve parity of the `llama3.2-1b` model, and whole-model
-throughput for ablations that need code-level switches (torch's fused AdamW, the wgrad fusion);
+throughput for ablations that need code-level switches (AdamW kernel, the wgrad fusion);
 the headline comparison against HF + Liger goes through the Foundation's
 benchmarks/train_throughput.py (benchmarks/gpu_kernels.sh runs both).
 
@@ -9,7 +9,8 @@ benchmarks/train_throughput.py (benchmarks/gpu_kernels.sh runs both).
 
 A step is `--accum` micro-batches of `--mb` x `--seq` tokens followed by the optimizer step, built
 from the trainer's pieces (megatron_infi/training): bf16 weights with fp32 main params and fp32 grad
-buffers, megatron-core DDP and optimizer (plus torch's fused AdamW unless --no-fused-adam), the 1F1B
+buffers, megatron-core DDP and optimizer (optimizer.impl=auto: torch's fused AdamW on GPU, as the
+trainer; --no-fused-adam: optimizer.impl=torch), the 1F1B
 schedule's forward/backward. HF runs in pure bf16 (bf16 weights, torch's fused AdamW) by default.
 Tokens are real text: the UTF-8 bytes of CPython's standard library sources (ids 0-255).
 MFU = tokens/s x FLOPs/token (6 x matmul params incl. LM head + 12 x layers x hidden x seq) / 989 TF/s.
@@ -74,10 +75,18 @@ def batches(seq: int, mb: int, count: int):
 
 
 def train_config(
-    kernels: str, seq: int, mb: int, accum: int, recompute: str, attention: str, preset: str = "llama3.2-1b"
+    kernels: str,
+    seq: int,
+    mb: int,
+    accum: int,
+    recompute: str,
+    attention: str,
+    preset: str = "llama3.2-1b",
+    optimizer_impl: str = "auto",
 ) -> TrainConfig:
     data = {
         "model": {"preset": preset, "kernels": kernels, "recompute": recompute, "attention": attention},
+        "optimizer": {"impl": optimizer_impl},
         "data": {"seq_length": seq},
         # bf16 with fp32 main params on GPU; fp32 on CPU (the smoke test of this script)
         "train": {"micro_batch_size": mb, "global_batch_size": mb * accum, "precision": "auto"},
@@ -88,22 +97,20 @@ def train_config(
 class McoreRun:
     """The trainer's model, DDP, optimizer and schedule on one GPU."""
 
-    def __init__(
-        self, cfg: TrainConfig, seed: int = 1234, weights: dict | None = None, fused_adam: bool = True
-    ):
+    def __init__(self, cfg: TrainConfig, seed: int = 1234, weights: dict | None = None):
         from megatron.core.distributed import (
             DistributedDataParallel,
             DistributedDataParallelConfig,
             finalize_model_grads,
         )
 
-        from megatron_infi.kernels.optim import use_fused_adam
         from megatron_infi.models.gpt import build_model, resolve_dtype
         from megatron_infi.models.spec import check_supported
         from megatron_infi.training.distributed import init_model_parallel
-        from megatron_infi.training.optim import build_optimizer, inner_torch_optimizers
+        from megatron_infi.training.optim import apply_adam_impl, build_optimizer, resolve_adam_impl
 
         check_supported(cfg.model, cfg.parallel)
+        cfg.optimizer.impl = resolve_adam_impl(cfg.optimizer.impl, "cuda" if _cuda() else "cpu")
         init_model_parallel(1, 1, seed=seed)
         (chunk,), tconfig = build_model(cfg)
         if weights is not None:
@@ -116,8 +123,7 @@ class McoreRun:
             module=chunk,
         )
         self.optimizer = build_optimizer(cfg, [self.ddp], resolve_dtype(cfg.train.precision))
-        # torch's fused AdamW in place of megatron-core's foreach fallback (kernels/optim.py)
-        self.fused_adam = fused_adam and use_fused_adam(inner_torch_optimizers(self.optimizer)) > 0
+        apply_adam_impl(self.optimizer, cfg.optimizer.impl)  # as the trainer does
         tconfig.grad_scale_func = self.optimizer.scale_loss
         tconfig.finalize_model_grads_func = finalize_model_grads
         self.cfg = cfg
@@ -239,7 +245,14 @@ def throughput(args) -> dict:
         "accum": args.accum,
     }
     cfg = train_config(
-        args.kernels, args.seq, args.mb, args.accum, args.recompute, args.attention, args.preset
+        args.kernels,
+        args.seq,
+        args.mb,
+        args.accum,
+        args.recompute,
+        args.attention,
+        args.preset,
+        optimizer_impl="torch" if args.no_fused_adam else "auto",
     )
     if args.system == "mcore":
         record.update(kernels=args.kernels, recompute=args.recompute, attention=args.attention)
@@ -247,8 +260,8 @@ def throughput(args) -> dict:
             from megatron_infi.models import spec
 
             spec.WGRAD_FUSION = False
-        run = McoreRun(cfg, fused_adam=not args.no_fused_adam)
-        record.update(wgrad_fusion=run.wgrad_fusion, fused_adam=run.fused_adam)
+        run = McoreRun(cfg)
+        record.update(wgrad_fusion=run.wgrad_fusion, optimizer_impl=cfg.optimizer.impl)
     else:
         record.update(liger=args.liger, precision=args.hf_precision)
         run = HFRun(cfg.model, args.liger, args.hf_precision)
@@ -293,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recompute", choices=["none", "selective", "full"], default="none")
     parser.add_argument("--attention", choices=["auto", "sdpa", "flash", "te"], default="auto")
     parser.add_argument("--liger", action="store_true")
-    parser.add_argument("--no-fused-adam", action="store_true", help="ablation: megatron's foreach AdamW")
+    parser.add_argument(
+        "--no-fused-adam", action="store_true", help="ablation: optimizer.impl=torch (foreach AdamW)"
+    )
     parser.add_argument(
         "--no-wgrad-fusion", action="store_true", help="ablation: unfused weight-grad accumulation"
     )

@@ -29,7 +29,7 @@ def model_label(r: dict) -> str:
         return "HF + Liger" if r.get("liger") else "HF (SDPA)"
     extra = "" if r.get("recompute", "none") == "none" else f", recompute={r['recompute']}"
     extra += ", wgrad fusion" if r.get("wgrad_fusion") else ""
-    extra += ", fused AdamW" if r.get("fused_adam") else ""
+    extra += f", AdamW {r['optimizer_impl']}" if r.get("optimizer_impl") else ""
     return f"mcore kernels={r.get('kernels')}, mb={r.get('mb')}{extra}"
 
 
