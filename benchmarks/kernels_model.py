@@ -9,9 +9,8 @@ benchmarks/train_throughput.py (benchmarks/gpu_kernels.sh runs both).
 
 A step is `--accum` micro-batches of `--mb` x `--seq` tokens followed by the optimizer step, built
 from the trainer's pieces (megatron_infi/training): bf16 weights with fp32 main params and fp32 grad
-buffers, megatron-core DDP and optimizer (optimizer.impl=auto: torch's fused AdamW on GPU, as the
-trainer; --no-fused-adam: optimizer.impl=torch), the 1F1B
-schedule's forward/backward. HF runs in pure bf16 (bf16 weights, torch's fused AdamW) by default.
+buffers, megatron-core DDP and optimizer (optimizer.impl=auto, torch's fused AdamW on GPU, as in the
+trainer; --no-fused-adam: optimizer.impl=torch), the 1F1B schedule's forward/backward. HF runs in pure bf16 (bf16 weights, torch's fused AdamW) by default.
 Tokens are real text: the UTF-8 bytes of CPython's standard library sources (ids 0-255).
 MFU = tokens/s x FLOPs/token (6 x matmul params incl. LM head + 12 x layers x hidden x seq) / 989 TF/s.
 `--preset tiny` runs on CPU: a smoke test of this script.
