@@ -40,7 +40,8 @@ def build_optimizer(cfg: TrainConfig, model_chunks: list[torch.nn.Module], dtype
 
 def resolve_adam_impl(requested: str, device_type: str) -> str:
     """`optimizer.impl` on this machine: 'fused' (one-pass AdamW kernel) or 'torch' (torch's default
-    multi-tensor AdamW). auto: fused on CUDA; CPU keeps torch's default, the reference numerics.
+    AdamW, multi-tensor on CUDA). auto: fused on CUDA; CPU keeps torch's default, the reference
+    numerics of the CPU tests and the demo.
 
     megatron-core itself uses Transformer Engine's or apex's FusedAdam when either is installed,
     which is 'fused' and leaves no torch AdamW to choose.
