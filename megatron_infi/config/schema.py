@@ -206,6 +206,9 @@ class OptimizerConfig:
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
+    # The AdamW kernel: fused (one pass per step) or torch (torch's default, multi-tensor on GPU);
+    # auto: fused on GPU, torch on CPU. Resolved at start-up and recorded in <run_dir>/config.yaml.
+    impl: Literal["auto", "torch", "fused"] = "auto"
 
     def validate(self) -> None:
         if self.lr <= 0:
