@@ -1,10 +1,13 @@
-"""`make demo`: the whole pipeline at toy scale on CPU, on real data shipped in PyPI packages.
+"""`make demo` / `make demo-real`: the pipeline on CPU, on real data and a real model shipped in PyPI packages.
 
 Nothing outside this package imports it (tests and benchmarks may): it is the one place that knows
 the demo's paths and sizes. Every stage loads its config the way a user does, `load_config(cls,
 launch/configs/..., overrides)`, with the demo's paths given as dotted overrides.
 
-run            the stage driver (`python -m megatron_infi.demo`)
+run            the stage driver (`python -m megatron_infi.demo`) and the toy track's stages
+stage          what every stage shares (the demo dir, torchrun, the failed-check error)
+real_stages    the real model's track (`make demo-real`): real_cpt (continued pretraining of
+               SmolLM2) and real_posttrain (its verifiable task, SFT, DPO, evaluation)
 data / corpus  the pretraining-data stage and its bundled real corpus
 sft_data / sft_inputs   the SFT-selection stage and its real inputs in several formats
 posttrain / reference_data   SFT -> DPO pairs -> DPO at toy scale and the real maths data they use
