@@ -27,8 +27,18 @@ def _setup_logging() -> None:
     logging.getLogger("megatron").setLevel(logging.WARNING)
 
 
+def preflight(cfg: TrainConfig) -> None:
+    """Checks that need no data read and no process group: input paths exist, and the layout fits
+    the world torchrun launches (WORLD_SIZE; run.sh sets it for its `--dry-run` too)."""
+    cfg.check_paths()
+    if "WORLD_SIZE" in os.environ:
+        cfg.validate_world(int(os.environ["WORLD_SIZE"]))
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(TrainConfig, "Pretrain or anneal a model on megatron-core.", argv)
+    cfg, dry_run = parse_stage_config(
+        TrainConfig, "Pretrain or anneal a model on megatron-core.", argv, preflight=preflight
+    )
     if dry_run:
         return 0
     _setup_logging()

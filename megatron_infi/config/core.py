@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -86,12 +88,17 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
         if isinstance(value, str):
             # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ConfigError(field, f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(field, f"expected a number, got {value!r}")
-        return float(value)
+        else:
+            number = float(value)
+        # NaN passes every `<` / `>` check a validate() makes and inf overflows later: refuse both here.
+        if not math.isfinite(number):
+            raise ConfigError(field, f"must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ConfigError(field, f"expected a string, got {value!r}")
@@ -107,6 +114,14 @@ def from_dict[T](cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise ConfigError(where, f"unknown field (known: {', '.join(sorted(fields))})")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ConfigError(where, "is required")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
@@ -218,14 +233,22 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_stage_config[T](cls: type[T], description: str, argv: list[str] | None = None) -> tuple[T, bool]:
+def parse_stage_config[T](
+    cls: type[T],
+    description: str,
+    argv: list[str] | None = None,
+    preflight: Callable[[T], None] | None = None,
+) -> tuple[T, bool]:
     """Parse `--config X.yaml [--dry-run] [k=v ...]`; exit 2 with a one-line reason on a bad config.
 
-    Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.
+    `preflight` checks what a config alone cannot (input paths exist, the launched world fits), also
+    on `--dry-run`. Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.
     """
     args = stage_parser(description).parse_args(argv)
     try:
         cfg = load_config(cls, args.config, args.overrides)
+        if preflight is not None:
+            preflight(cfg)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -70,15 +70,7 @@ def check_indexed_dataset(prefix: str | Path) -> tuple[int, int]:
 
 
 def resolve_blend(cfg: TrainConfig) -> tuple[list[str], list[float]]:
-    prefixes, weights = [], []
-    for i, entry in enumerate(cfg.data.blend):
-        prefix = entry.prefix if entry.prefix is not None else os.path.join(cfg.data.dir or "", entry.domain)
-        prefixes.append(prefix)
-        weights.append(entry.weight)
-        if not Path(f"{prefix}.bin").exists() or not Path(f"{prefix}.idx").exists():
-            field = f"data.blend[{i}].{'prefix' if entry.prefix is not None else 'domain'}"
-            raise ConfigError(field, f"no indexed dataset at {prefix}.bin/.idx")
-    return prefixes, weights
+    return [prefix for _, prefix in cfg.data.prefixes()], [entry.weight for entry in cfg.data.blend]
 
 
 @dataclass
@@ -98,6 +90,10 @@ def preflight_data(cfg: TrainConfig) -> Tokenizer | MockTokenizer:
     """Everything about the data that can be wrong, checked before a model is built."""
     if cfg.data.mock:
         return MockTokenizer(cfg.model.vocab_size)
+    try:
+        cfg.data.check_paths()
+    except ConfigError as err:
+        raise err.under("data") from None
     try:
         tokenizer = load_tokenizer(cfg.data.tokenizer)
         vocab = tokenizer.vocab_size

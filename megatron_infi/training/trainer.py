@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from functools import partial
@@ -82,6 +83,8 @@ class Trainer:
         cfg = self.cfg
         set_run_caches(cfg.run_dir)
         check_supported(cfg.model, cfg.parallel)
+        # Before the process group: megatron-core's own layout errors come after every rank has joined.
+        cfg.validate_world(int(os.environ.get("WORLD_SIZE", "1")))
         self.world = init_model_parallel(
             cfg.parallel.tensor, cfg.parallel.pipeline, cfg.parallel.virtual_pipeline, cfg.train.seed
         )
