@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _setup_logging()
     from megatron_infi.data.gpt_data import DataError
+    from megatron_infi.locks import LockHeldError
     from megatron_infi.training.checkpoint import CheckpointError
     from megatron_infi.training.distributed import shutdown
     from megatron_infi.training.trainer import Trainer
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         trainer.run()
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except LockHeldError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except (DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

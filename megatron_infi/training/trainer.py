@@ -17,6 +17,7 @@ import torch.distributed as dist
 from megatron_infi.config.core import dump_yaml
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.data import gpt_data
+from megatron_infi.locks import DirLock, LockHeldError
 from megatron_infi.models.gpt import build_model, resolve_dtype
 from megatron_infi.models.spec import check_supported
 from megatron_infi.training import checkpoint as ckpt
@@ -69,17 +70,12 @@ class Trainer:
     _stop_requested: bool = False
     _stop_agreed: bool = False
     _resumed_at: int | None = None
+    _run_lock: DirLock | None = None
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> Trainer:
         # First, so that a preemption signal during the (long) model and data setup is not lost.
         self._install_signal_handlers()
-        from megatron.core.distributed import (
-            DistributedDataParallel,
-            DistributedDataParallelConfig,
-            finalize_model_grads,
-        )
-
         cfg = self.cfg
         set_run_caches(cfg.run_dir)
         check_supported(cfg.model, cfg.parallel)
@@ -89,6 +85,44 @@ class Trainer:
             cfg.parallel.tensor, cfg.parallel.pipeline, cfg.parallel.virtual_pipeline, cfg.train.seed
         )
         cfg.validate_world(self.world.world_size)
+        self._lock_run_dir()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _lock_run_dir(self) -> None:
+        """Rank 0 locks run_dir for the life of the run; every rank learns the outcome, so none waits
+        in a collective for a rank that gave up."""
+        holder, held = None, False
+        if self.world.is_main:
+            try:
+                self._run_lock = DirLock(self.cfg.run_dir, "run_dir").acquire()
+            except LockHeldError as err:
+                holder, held = err.holder, True
+        if self.world.world_size > 1:
+            box = [(holder, held)]
+            dist.broadcast_object_list(box, src=0)
+            holder, held = box[0]
+        if held:
+            raise LockHeldError("run_dir", Path(self.cfg.run_dir), holder)
+
+    def close(self) -> None:
+        """Release run_dir (also when the process ends: the lock is an flock)."""
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
+
+    def _build(self) -> None:
+        from megatron.core.distributed import (
+            DistributedDataParallel,
+            DistributedDataParallelConfig,
+            finalize_model_grads,
+        )
+
+        cfg = self.cfg
         self.tokenizer = gpt_data.preflight_data(cfg)
         if self.world.is_main:
             Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
@@ -124,7 +158,6 @@ class Trainer:
                 tconfig.param_sync_func = tconfig.param_sync_func[0]
         self._tconfig = tconfig
         self._load_initial_state()
-        return self
 
     def _load_initial_state(self) -> None:
         cfg = self.cfg
@@ -240,7 +273,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def run(self) -> list[float]:
-        """Train to `train.train_iters`; returns this process's per-step losses."""
+        """Train to `train.train_iters`; returns this process's per-step losses. Releases run_dir."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> list[float]:
         cfg, t = self.cfg, self.cfg.train
         train_ds, valid_ds = gpt_data.build_datasets(cfg, self.tokenizer, self.world.data)
         train_it = self._iterators(train_ds, self.state.consumed_train_samples)
