@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if dry_run:
         return 0
     _setup_logging()
-    from megatron_infi.data.gpt_data import DataError
+    from megatron_infi.data.indexed import DataError
     from megatron_infi.locks import LockHeldError
     from megatron_infi.training.checkpoint import CheckpointError
     from megatron_infi.training.distributed import shutdown

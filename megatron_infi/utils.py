@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,17 @@ def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def xxh3_file(path: str | Path) -> str:
+    """Fast content checksum (xxh3_64, hex) for integrity records of large files (data, checkpoints)."""
+    import xxhash
+
+    digest = xxhash.xxh3_64()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -142,3 +153,28 @@ def read_jsonl(path: str | Path, skipped: SkipCounter | None = None) -> Iterator
                 skipped.skip("not-an-object", where)
                 continue
             yield obj
+
+
+def check_across_ranks[T](
+    items: list[T], check: Callable[[T], None], errors: tuple[type[Exception], ...]
+) -> None:
+    """Run `check` on this rank's share of `items` (round-robin over the default process group; all of
+    them without one). Every rank then raises the first error (by item order) that any rank found, so
+    no rank is left waiting in a collective for one that stopped."""
+    import torch.distributed as dist
+
+    distributed = dist.is_initialized() and dist.get_world_size() > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    found: dict[int, Exception] = {}
+    for i, item in enumerate(items):
+        if i % world == rank:
+            try:
+                check(item)
+            except errors as err:
+                found[i] = err
+    if distributed:
+        gathered: list[dict[int, Exception]] = [{} for _ in range(world)]
+        dist.all_gather_object(gathered, found)
+        found = {i: err for part in gathered for i, err in part.items()}
+    if found:
+        raise found[min(found)]

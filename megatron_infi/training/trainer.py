@@ -71,6 +71,7 @@ class Trainer:
     _stop_agreed: bool = False
     _resumed_at: int | None = None
     _run_lock: DirLock | None = None
+    _launcher_pid: int | None = None
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> Trainer:
@@ -124,6 +125,7 @@ class Trainer:
 
         cfg = self.cfg
         self.tokenizer = gpt_data.preflight_data(cfg)
+        gpt_data.verify_data(cfg, self.tokenizer.vocab_size)
         if self.world.is_main:
             Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
             atomic_write_text(Path(cfg.run_dir) / "config.yaml", dump_yaml(cfg))
@@ -195,6 +197,17 @@ class Trainer:
             # ValueError off the main thread (e.g. a test runner thread): no handler there.
             with contextlib.suppress(ValueError):
                 signal.signal(sig, request_stop)
+        # torchrun forwards SIGTERM / SIGINT to its ranks, but when it dies of a signal it does not
+        # handle (SIGUSR1, SIGKILL) the ranks would train on as orphans: they watch their launcher.
+        # Only under torchrun (TORCHELASTIC_RUN_ID): a plain process may outlive its shell (nohup).
+        self._launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
+
+    def _launcher_gone(self) -> bool:
+        if self._launcher_pid is None or os.getppid() == self._launcher_pid:
+            return False
+        if not self._stop_requested:
+            log.warning(f"rank {self.world.rank}: the launcher (pid {self._launcher_pid}) is gone: stopping")
+        return True
 
     # ---------------------------------------------------------------- steps
     def _iterators(self, dataset, consumed: int):
@@ -217,6 +230,7 @@ class Trainer:
         totals = torch.zeros(3, dtype=torch.float64, device=device())
         for item in losses:
             totals[:2] += item["lm loss"].to(totals)
+        self._stop_requested = self._stop_requested or self._launcher_gone()
         totals[2] = float(self._stop_requested)
         dist.all_reduce(totals)
         self._stop_agreed = bool(totals[2].item() > 0)
@@ -314,7 +328,9 @@ class Trainer:
                     self.save()
                     saved_at = self.state.iteration
                 if self._stop_agreed:
-                    log.info(f"stop requested (signal): checkpointing at iteration {self.state.iteration}")
+                    log.info(
+                        f"stop requested (signal or launcher gone): checkpointing at iteration {self.state.iteration}"
+                    )
                     break
                 if t.exit_interval and self.state.iteration % t.exit_interval == 0:
                     log.info(f"exit_interval: stopping at iteration {self.state.iteration}")
