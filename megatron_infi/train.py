@@ -29,7 +29,7 @@ def _setup_logging() -> None:
 
 def preflight(cfg: TrainConfig) -> None:
     """Checks that need no data read and no process group: input paths exist, and the layout fits
-    the world torchrun launches (WORLD_SIZE; run.sh sets it for its `--dry-run` too)."""
+    the world torchrun launched (WORLD_SIZE), so every rank exits 2 before joining a group."""
     cfg.check_paths()
     if "WORLD_SIZE" in os.environ:
         cfg.validate_world(int(os.environ["WORLD_SIZE"]))
