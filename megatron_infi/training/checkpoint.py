@@ -294,7 +294,7 @@ def verify_checkpoint_files(ckpt_dir: str | Path) -> None:
             )
         if xxh3_file(path) != entry[CHECKSUM]:
             raise CheckpointError(
-                f"{path}: content differs from {CHECKSUMS_FILE} ({CHECKSUM} mismatch): damaged"
+                f"{path}: content differs from {CHECKSUMS_FILE} ({CHECKSUM} mismatch): it changed after the save"
             )
 
     check_across_ranks(sorted(files.items()), check, (CheckpointError,))

@@ -13,6 +13,7 @@ import torch
 from megatron_infi.checkpoints_tools import from_hf, to_hf
 from megatron_infi.checkpoints_tools.mappings import ConversionError
 from megatron_infi.checkpoints_tools.verify import verify
+from megatron_infi.utils import xxh3_file
 from tests.checkpoints_tools.tiny_hf import assert_bit_identical, read_safetensors, write_tiny_hf
 
 
@@ -115,6 +116,13 @@ def test_export_rejects_a_run_json_that_does_not_describe_the_tensors(tiny, tmp_
     run = json.loads((iter_dir / "run.json").read_text())
     run["config"]["model"]["ffn_hidden_size"] = 192
     (iter_dir / "run.json").write_text(json.dumps(run))
+    # As if the save had recorded the wrong model: checksums.json agrees with the edited run.json.
+    sums = json.loads((iter_dir / "checksums.json").read_text())
+    sums["files"]["run.json"] = {
+        "bytes": (iter_dir / "run.json").stat().st_size,
+        "xxh3_64": xxh3_file(iter_dir / "run.json"),
+    }
+    (iter_dir / "checksums.json").write_text(json.dumps(sums))
     with pytest.raises(
         ConversionError, match=r"linear_fc1.weight has shape \(4, 320, 96\).*implies \(4, 384, 96\)"
     ):
