@@ -92,5 +92,4 @@ def test_loss_goes_below_bigram_entropy(tmp_path):
     torch.testing.assert_close(after[:, :-1], before[:, :-1])
     # Scored positions: every pattern position once per rotation, each with >= CONTEXT tokens of context.
     loss = per_token[:, CONTEXT : CONTEXT + PERIOD].mean().item()
-    print("MEASURED", loss, floor)
     assert loss < floor / 2, (loss, floor)
