@@ -21,6 +21,8 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from megatron_infi.errors import RunError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".infi.lock"
@@ -55,7 +57,7 @@ class LockHolder:
         return True
 
 
-class LockHeldError(RuntimeError):
+class LockHeldError(RunError):
     """`<what> <dir> is held by pid P on host H since T`: another run owns the directory."""
 
     def __init__(self, what: str, directory: Path, holder: LockHolder | None):

@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic writes, run-local caches, JSONL reading that skips and counts bad lines."""
+"""Small shared helpers: atomic writes, directory locks, run-local caches, JSONL reading that skips and
+counts bad lines."""
 
 from __future__ import annotations
 

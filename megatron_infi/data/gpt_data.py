@@ -17,8 +17,9 @@ import torch
 
 from megatron_infi.config.core import ConfigError
 from megatron_infi.config.schema import TrainConfig
-from megatron_infi.data.indexed import DataError, verify_indexed_dataset
+from megatron_infi.data.indexed import verify_indexed_dataset
 from megatron_infi.data.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from megatron_infi.errors import DataError
 from megatron_infi.utils import check_across_ranks
 
 

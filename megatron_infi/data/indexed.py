@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from megatron_infi.errors import DataError
 from megatron_infi.utils import xxh3_file
 
 _IDX_HEADER = b"MMIDIDX\x00\x00"
@@ -36,10 +37,6 @@ _DTYPES = {
 }
 CHECKSUM = "xxh3_64"
 _CHUNK = 1 << 24  # elements / bytes per read: bounded memory for any file size
-
-
-class DataError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Two trainers on one run_dir: the second is refused before it builds anything, naming the holder, with
-exit 2; under torchrun no rank waits for the refused rank 0."""
+exit 1; under torchrun no rank waits for the refused rank 0."""
 
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ def test_torchrun_ranks_all_exit_when_run_dir_is_held(tmp_path, boolq_corpus):
         holder.kill()
         holder.wait()
     assert proc.returncode != 0
-    # Both ranks report the holder (rank 1 learned it from rank 0) and exit 2.
+    # Both ranks report the holder (rank 1 learned it from rank 0) and exit 1.
     assert proc.stderr.count(f"error: run_dir {tmp_path / 'run'} is held by pid {holder.pid}") == 2, (
         proc.stderr
     )
-    assert "exitcode  : 2" in proc.stderr
+    assert "exitcode  : 1" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
