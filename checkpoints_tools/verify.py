@@ -111,7 +111,8 @@ def _megatron_logits(cfg, ckpt_dir: Path, tokens: torch.Tensor) -> torch.Tensor 
     from megatron_infi.training.distributed import device
 
     chunks, _ = build_model(cfg)
-    load_checkpoint(ckpt_dir, chunks, load_optimizer=False, load_train_state=False)
+    # McoreCheckpoint has verified the files.
+    load_checkpoint(ckpt_dir, chunks, load_optimizer=False, load_train_state=False, verify_files=False)
     for chunk in chunks:
         chunk.eval()
     dev = device()

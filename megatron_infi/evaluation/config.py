@@ -137,3 +137,5 @@ class EvalConfig:
             raise ConfigError("code_timeout_s", f"must be > 0, got {self.code_timeout_s}")
         if self.code_memory_mb < 64:
             raise ConfigError("code_memory_mb", f"must be >= 64, got {self.code_memory_mb}")
+        if self.code_workers < 0:
+            raise ConfigError("code_workers", f"must be >= 0, got {self.code_workers}")
