@@ -29,6 +29,7 @@ from megatron_infi.checkpoints_tools.mappings.base import to_mcore
 from megatron_infi.config.core import ConfigError, from_dict, to_dict
 from megatron_infi.config.presets import PRESETS
 from megatron_infi.config.schema import ModelConfig, TrainConfig
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import sha256_file
 
 # Tensors some HF checkpoints carry that are not weights of the model.
@@ -220,6 +221,7 @@ def _token_ids(hf_config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = argparse.ArgumentParser(
         prog="infi convert from-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -25,6 +25,7 @@ from megatron_infi.checkpoints_tools import hf_io
 from megatron_infi.checkpoints_tools.mappings import ConversionError, for_arch
 from megatron_infi.checkpoints_tools.mappings.base import to_hf
 from megatron_infi.config.core import ConfigError
+from megatron_infi.logs import quiet_logs
 
 DEFAULT_MAX_SHARD = "5GB"
 
@@ -192,6 +193,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = argparse.ArgumentParser(
         prog="infi convert to-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

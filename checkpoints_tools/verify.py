@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from megatron_infi.checkpoints_tools.mappings import ConversionError
 from megatron_infi.config.core import ConfigError
+from megatron_infi.logs import quiet_logs
 
 
 @dataclass
@@ -249,6 +250,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = argparse.ArgumentParser(
         prog="infi convert verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from megatron_infi.logs import quiet_logs
+
 # command words -> (module with a `main(argv)` function, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("megatron_infi.train", "pretrain / anneal on megatron-core (run under torchrun)"),
@@ -64,6 +66,7 @@ def resolve(argv: list[str]) -> tuple[str, list[str]] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

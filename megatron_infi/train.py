@@ -12,6 +12,7 @@ import sys
 
 from megatron_infi.config.core import ConfigError, parse_stage_config
 from megatron_infi.config.schema import TrainConfig
+from megatron_infi.logs import quiet_logs
 
 
 def _setup_logging() -> None:
@@ -28,6 +29,7 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(TrainConfig, "Pretrain or anneal a model on megatron-core.", argv)
     if dry_run:
         return 0

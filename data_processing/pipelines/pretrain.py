@@ -25,6 +25,7 @@ import yaml
 from megatron_infi.config.core import ConfigError, parse_stage_config, to_dict
 from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
 from megatron_infi.data_processing.pipelines.layout import RunLayout
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_text, set_run_caches
 
 # keys that may change between a run and its resumption (they do not change what a task computes)
@@ -344,6 +345,7 @@ def run(cfg: PretrainDataConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(
         PretrainDataConfig, "InfiR pretraining data pipeline (5 stages -> .bin/.idx)", argv
     )

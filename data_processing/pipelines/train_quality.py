@@ -15,6 +15,7 @@ from pathlib import Path
 
 from megatron_infi.config.core import ConfigError, parse_stage_config
 from megatron_infi.data_processing.steps.quality import DEFAULT_ENCODER, train_scorer
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import SkipCounter, read_jsonl
 
 
@@ -82,6 +83,7 @@ def train(cfg: TrainQualityConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(
         TrainQualityConfig, "train a quality scorer head on sentence embeddings", argv
     )

@@ -27,6 +27,7 @@ from typing import Any
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config, to_dict
 from megatron_infi.data_processing.sft.config import ExecutorConfig, SelectConfig
 from megatron_infi.data_processing.sft.filters import RuleFilter
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
 # Config fields that do not change results (how the work is spread, not what it computes).
@@ -152,7 +153,7 @@ def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage
         ),
         Stage(
             "finalize",
-            [FinalizeStep(str(work), str(out), cfg.curriculum, summary)],
+            [FinalizeStep(str(work), str(out), cfg.curriculum, summary, cfg.prompt)],
             1,
             [
                 out / f"phase1.{suffix}",
@@ -269,6 +270,7 @@ def run_select(cfg: SelectConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(SelectConfig, "InfiAlign SFT data selection", argv)
     if dry_run:
         return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from megatron_infi.demo import CONFIGS, REPO
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, set_run_caches
 
 
@@ -285,6 +286,7 @@ def _print_summary(demo: Demo, timings: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
