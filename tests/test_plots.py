@@ -34,7 +34,10 @@ def _funnel(out: Path) -> None:
             "web": {"documents": 420, "tokens": 250_000},
             "math": {"documents": 250, "tokens": 150_000},
         },
-        "dedup": {"web": {"documents": 400, "tokens": 240_000}, "math": {"documents": 230, "tokens": 140_000}},
+        "dedup": {
+            "web": {"documents": 400, "tokens": 240_000},
+            "math": {"documents": 230, "tokens": 140_000},
+        },
     }
     plot_funnel(funnel, out / "funnel.png")
 
