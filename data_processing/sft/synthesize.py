@@ -32,7 +32,7 @@ from megatron_infi.data_processing.sft.config import EvolutionConfig, RejectionC
 from megatron_infi.data_processing.sft.curriculum import merge_shard_stats, write_records
 from megatron_infi.data_processing.sft.filters import RuleFilter
 from megatron_infi.data_processing.sft.records import under_contract
-from megatron_infi.data_processing.sft.select import Stage, check_run_dir, run_stages
+from megatron_infi.data_processing.sft.select import Stage, check_inputs, check_run_dir, run_stages
 from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
@@ -211,13 +211,7 @@ def build_stages(cfg: SynthesizeConfig, out: Path, tokenizer_dir: str) -> list[S
 
 
 def run_synthesize(cfg: SynthesizeConfig) -> Path:
-    from megatron_infi.data_processing.sft.formats import expand_paths
-
-    for i, spec in enumerate(cfg.inputs):
-        if not expand_paths(spec.path):
-            raise ConfigError(f"inputs[{i}].path", f"matches no file: {spec.path}")
-    if cfg.rejection.reward_model and not Path(cfg.rejection.reward_model).is_dir():
-        raise ConfigError("rejection.reward_model", f"not a directory: {cfg.rejection.reward_model}")
+    check_inputs(cfg)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     set_run_caches(out)
@@ -237,9 +231,10 @@ def run_synthesize(cfg: SynthesizeConfig) -> Path:
 def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     cfg, dry_run = parse_stage_config(SynthesizeConfig, "InfiR SFT data synthesis", argv)
-    if dry_run:
-        return 0
     try:
+        if dry_run:
+            check_inputs(cfg, dry_run=True).print_notes("sft-synthesize")
+            return 0
         print(run_synthesize(cfg))
     except (ConfigError, FileNotFoundError) as err:
         print(f"sft-synthesize: {err}", file=sys.stderr)

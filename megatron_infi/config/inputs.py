@@ -39,9 +39,13 @@ class InputCheck:
             raise ConfigError(field, f"{path} is not an HF model dir (no config.json)")
         if path.exists():
             return True
+        self.absent(field, path, "HF model dir" if model_dir else "file", producer)
+        return False
+
+    def absent(self, field: str, path: str | Path, what: str = "file", producer: str | None = None) -> None:
+        """An input that is not there: an error naming `field`, or in a dry run a note."""
         made_by = PRODUCERS.get(producer, producer) if producer else None
         if not self.dry_run:
-            what = "HF model dir" if model_dir else "file"
             raise ConfigError(
                 field, f"{what} not found: {path}" + (f" (written by {made_by})" if made_by else "")
             )
@@ -49,7 +53,6 @@ class InputCheck:
             f"{field}: {path} does not exist yet: "
             + (f"will be produced by {made_by}" if made_by else "provide it before the run")
         )
-        return False
 
     def print_notes(self, stage: str) -> None:
         for note in self.notes:

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from megatron_infi.config.core import ConfigError, load_config
-from megatron_infi.config.prompt import CONTRACT_FILE, PromptContract, PromptContractWarning, RecordTally
+from megatron_infi.config.core import ConfigError, from_dict, load_config
+from megatron_infi.config.prompt import (
+    BOXED_INSTRUCTION,
+    CONTRACT_FILE,
+    PromptContract,
+    PromptContractWarning,
+    RecordTally,
+)
 from megatron_infi.data_processing.sft.records import make_record, under_contract
 from megatron_infi.demo import reference_data
 from megatron_infi.evaluation import run as eval_run
@@ -254,3 +260,33 @@ def test_dry_run_notes_inputs_a_later_stage_will_produce(tmp_path, capsys, monke
         "model: HF model dir not found: runs/infialign/sft/advanced/model (written by infi sft"
         in capsys.readouterr().err
     )
+
+
+RECIPES = {
+    "demo": ["posttrain/demo_sft.yaml", "posttrain/demo_dpo_pairs.yaml", "posttrain/demo_dpo.yaml",
+             "eval/demo.yaml", "sft_data/demo.yaml", "sft_data/demo_synthesize.yaml"],
+    "InfiAlign": ["sft_data/infialign_select.yaml", "posttrain/infialign_sft.yaml", "posttrain/infialign_dpo_pairs.yaml",
+                  "posttrain/infialign_dpo.yaml", "eval/infialign_7b.yaml"],
+    "InfiR": ["sft_data/infir_synthesize.yaml", "posttrain/infir_sft.yaml", "eval/infir_1b.yaml"],
+    "any SFT model": ["eval/offline.yaml"],
+}  # fmt: skip
+
+
+def test_shipped_configs_carry_one_contract_per_recipe():
+    import yaml
+
+    root = CONFIGS.parent
+    shipped = {
+        p.relative_to(root).as_posix()
+        for d in ("posttrain", "eval", "sft_data")
+        for p in (root / d).glob("*.yaml")
+    }
+    assert shipped == {name for names in RECIPES.values() for name in names}, "add new configs to RECIPES"
+    for recipe, names in RECIPES.items():
+        contracts = {name: yaml.safe_load((root / name).read_text()).get("prompt") for name in names}
+        assert all(contracts.values()), f"{recipe}: configs without a prompt section: {contracts}"
+        parsed = {json.dumps(from_dict(PromptContract, c).to_dict()) for c in contracts.values()}
+        assert len(parsed) == 1, f"{recipe}: the stages' prompt contracts differ: {contracts}"
+        contract = PromptContract.from_record(json.loads(parsed.pop()))
+        assert contract.suffix.math == BOXED_INSTRUCTION  # Qwen2.5-Math / DeepSeek-R1 maths evaluation
+        assert contract.chat_template == ("chatml" if recipe == "InfiAlign" else "auto")
