@@ -15,7 +15,10 @@ PYTHON312 ?= $(shell for c in python3.12 $$(pyenv root 2>/dev/null)/versions/3.1
 
 .PHONY: setup test test-all demo lint format clean-demo
 
+# The code sandbox needs bubblewrap (a system package): say so, without failing setup for users who
+# cannot install it (the sandbox refuses at use time).
 setup: $(STAMP) $(WHEELS)
+	@$(PY) -m megatron_infi.scoring.code || echo "  -> the code sandbox refuses model-written code until then (make setup continues)"
 
 $(STAMP): setup.py constraints.txt
 	@test -n "$(PYTHON312)" || { echo "error: Python 3.12 not found (tried python3.12 and pyenv's versions/3.12*)"; exit 1; }

@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import megatron_infi.models  # noqa: E402, F401  (registers the architectures and their presets)
 from megatron_infi.config.core import from_dict  # noqa: E402
 from megatron_infi.config.schema import TrainConfig  # noqa: E402
 from megatron_infi.training.metrics import flops_per_token  # noqa: E402
@@ -100,10 +101,12 @@ class McoreRun:
         from megatron_infi.kernels.optim import use_fused_adam
         from megatron_infi.models.gpt import build_model, resolve_dtype
         from megatron_infi.models.spec import check_supported
+        from megatron_infi.training import patches
         from megatron_infi.training.distributed import init_model_parallel
         from megatron_infi.training.optim import build_optimizer, inner_torch_optimizers
 
         check_supported(cfg.model, cfg.parallel)
+        patches.apply()
         init_model_parallel(1, 1, seed=seed)
         (chunk,), tconfig = build_model(cfg)
         if weights is not None:

@@ -43,6 +43,8 @@ def log_count_axis(ax) -> None:
     from matplotlib.ticker import FuncFormatter, NullLocator, SymmetricalLogLocator
 
     low, high = sorted(abs(v) for v in ax.dataLim.intervaly)
+    if not math.isfinite(high):  # nothing plotted (a data run whose filters removed everything)
+        low = high = 1.0
     decades = math.log10(max(high, 1.0) / max(low, 1.0))
     subs = [1.0] if decades > 3 else [1.0, 2.0, 5.0] if decades > 1 else [1.0, 2.0, 3.0, 5.0]
     ax.set_yscale("symlog", linthresh=1.0)

@@ -19,6 +19,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test that runs model-written code skips, with the sandbox's one-line reason, on a host
+    where bubblewrap cannot run (CI installs it)."""
+    from megatron_infi.scoring.code import SandboxUnavailableError
+
+    try:
+        return (yield)
+    except SandboxUnavailableError as err:
+        pytest.skip(str(err))
+
+
 @pytest.fixture(scope="session")
 def llama3_tokenizer_dir(tmp_path_factory):
     from megatron_infi.data.tokenizer import build_llama3_tokenizer
@@ -32,3 +44,12 @@ def boolq_corpus(tmp_path_factory, llama3_tokenizer_dir):
     from tests.corpus import write_indexed_corpus
 
     return write_indexed_corpus(tmp_path_factory.mktemp("corpus"), llama3_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def megatron_patches():
+    """What every entry point that runs megatron-core does first (megatron_infi/training/patches.py);
+    the test folders that start megatron-core in-process use it from their conftest.py."""
+    from megatron_infi.training import patches
+
+    return patches.apply()

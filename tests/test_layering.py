@@ -1,6 +1,6 @@
 """The packages depend on each other in one direction only (README, "Repository layout"):
 
-    config, utils, assets  <-  kernels  <-  models  <-  training  <-  checkpoints_tools
+    errors  <-  config, utils, assets  <-  kernels  <-  models  <-  training  <-  checkpoints_tools
     data (tokenizer, indexed datasets) <- training;  generation, scoring  <-  posttrain, evaluation,
     data_processing;  demo uses everything and nothing uses demo.
 
@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "megatron_infi"
 CORE = {
     "megatron_infi.config",
+    "megatron_infi.errors",
     "megatron_infi.utils",
     "megatron_infi.assets",
     "megatron_infi.logs",
@@ -26,17 +27,18 @@ CORE = {
 }
 
 ALLOWED: dict[str, set[str]] = {
-    "megatron_infi.config": set(),
-    "megatron_infi.utils": set(),
-    "megatron_infi.assets": set(),
-    "megatron_infi.logs": set(),
-    "megatron_infi.plots": {"megatron_infi.utils"},
+    "megatron_infi.errors": set(),  # the bottom: every package raises these
+    "megatron_infi.logs": set(),  # every entry point calls it first
+    "megatron_infi.config": CORE,
+    "megatron_infi.utils": CORE,
+    "megatron_infi.assets": CORE,
+    "megatron_infi.plots": CORE,
     "megatron_infi.cli": {"megatron_infi.logs"},  # dispatches by module name, imports no stage
     "megatron_infi.kernels": CORE,
     "megatron_infi.models": CORE | {"megatron_infi.kernels"},
     "megatron_infi.data": CORE,
     "megatron_infi.training": CORE | {"megatron_infi.kernels", "megatron_infi.models", "megatron_infi.data"},
-    "megatron_infi.train": CORE | {"megatron_infi.training", "megatron_infi.data"},
+    "megatron_infi.train": CORE | {"megatron_infi.models", "megatron_infi.training", "megatron_infi.data"},
     "megatron_infi.checkpoints_tools": CORE
     | {"megatron_infi.models", "megatron_infi.data", "megatron_infi.training"},
     "megatron_infi.scoring": CORE,

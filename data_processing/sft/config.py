@@ -7,6 +7,7 @@ from typing import Literal
 
 from megatron_infi.config.core import ConfigError
 from megatron_infi.config.prompt import PromptContract
+from megatron_infi.data_processing.executor import ExecutorConfig
 from megatron_infi.generation import GenerationConfig
 
 DEFAULT_MATH_DOMAINS = [
@@ -37,35 +38,6 @@ class InputSpec:
     def validate(self) -> None:
         if not self.path:
             raise ConfigError("path", "is required")
-
-
-@dataclass
-class SlurmConfig:
-    partition: str = "cpu"
-    time: str = "04:00:00"
-    cpus_per_task: int = 4
-    mem_per_cpu_gb: int = 4
-    gpus_per_task: int = 0
-    qos: str = "normal"
-    venv_path: str | None = None
-    env_command: str | None = None
-    sbatch_args: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ExecutorConfig:
-    """datatrove executor for the sharded steps: `tasks` shards, `workers` of them at once."""
-
-    kind: Literal["local", "slurm"] = "local"
-    tasks: int = 1
-    workers: int = 1  # local: processes at once (-1: all tasks)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-
-    def validate(self) -> None:
-        if self.tasks < 1:
-            raise ConfigError("tasks", f"must be >= 1, got {self.tasks}")
-        if self.workers == 0 or self.workers < -1:
-            raise ConfigError("workers", f"must be >= 1 or -1, got {self.workers}")
 
 
 @dataclass
@@ -149,8 +121,9 @@ class DifficultyConfig:
 class QualityConfig:
     verify_math: bool = True  # math-verify against meta.answer
     verify_code: bool = True  # run against meta.tests in the sandbox
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a generous wall-clock cap)
     memory_mb: int = 1024
+    unsafe_no_sandbox: bool = False  # run code without the bwrap sandbox (only where it cannot run)
     workers: int = 4  # sandbox runs / verifications in parallel
     correction_retries: int = 0  # regenerate failures up to N times with the LLM (InfiAlign: 8)
     correction_sampling: LLMTask = field(
@@ -284,8 +257,9 @@ class RejectionConfig:
     verify_math: bool = True  # when the instruction has a reference answer
     verify_code: bool = True  # run against tests when there are tests
     run_code: bool = True  # code without tests must at least run cleanly in the sandbox
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a generous wall-clock cap)
     memory_mb: int = 1024
+    unsafe_no_sandbox: bool = False  # run code without the bwrap sandbox (only where it cannot run)
     workers: int = 4
 
     def validate(self) -> None:

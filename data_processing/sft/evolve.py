@@ -82,7 +82,12 @@ def _candidate_reason(
     if meta["task"] == "code" and not meta.get("tests") and cfg.run_code:
         from megatron_infi.scoring.code import run_program
 
-        result = run_program(extract_code(candidate["messages"][-1]["content"]), cfg.timeout_s, cfg.memory_mb)
+        result = run_program(
+            extract_code(candidate["messages"][-1]["content"]),
+            cfg.timeout_s,
+            cfg.memory_mb,
+            unsafe_no_sandbox=cfg.unsafe_no_sandbox,
+        )
         if not result.passed:
             return f"sandbox: code {result.status}"
     return None
@@ -102,6 +107,7 @@ def reject(
         verify_code=cfg.verify_code,
         timeout_s=cfg.timeout_s,
         memory_mb=cfg.memory_mb,
+        unsafe_no_sandbox=cfg.unsafe_no_sandbox,
     )
     verifier = Verifier(quality, rules)
     flat = [

@@ -78,6 +78,7 @@ class Verifier:
             entry_point,
             timeout_s=self.cfg.timeout_s,
             memory_mb=self.cfg.memory_mb,
+            unsafe_no_sandbox=self.cfg.unsafe_no_sandbox,
         )
         if result.passed:
             return Verdict(True, verified=True)

@@ -19,12 +19,13 @@ import json
 from typing import Any
 
 from megatron_infi.config.prompt import PromptContract, kind_of_record
+from megatron_infi.errors import DataError
 
 ROLES = ("system", "user", "assistant")
 TASKS = ("math", "code", "open")
 
 
-class RecordError(ValueError):
+class RecordError(DataError):
     """A record that cannot become a canonical SFT sample: a short reason (counted) and a detail."""
 
     def __init__(self, reason: str, detail: str = ""):

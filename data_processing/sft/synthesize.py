@@ -1,4 +1,4 @@
-"""`infi data sft-synthesize --config X.yaml [k=v ...]`: InfiR's SFT data synthesis.
+"""InfiR's SFT data synthesis: seed instructions -> evolved instructions with verified teacher responses.
 
   synthesize (N tasks)  seed instructions -> Evol-Instruct rounds (in-depth / in-breadth, through the
                         evolver LLM) -> n teacher responses each -> rejection sampling (rules,
@@ -10,6 +10,20 @@ pass_rate, candidates, domain, evolution (the operations applied), parent / root
 prompt_contract: the teacher is asked, and the record written, with the prompt rendered under the
 config's prompt contract (`prompt:`, the one SFT, DPO pairs and eval use).
 Same resume rules as sft-select (completion markers, stale stages, config stamp).
+
+input:
+  llm.model (the teacher; `evolver` rewrites instructions, default: the teacher): an HF model dir,
+  or a served model with `llm.base_url`
+  inputs[*].path: the seed instructions, in any format `infi data sft-select` reads (messages,
+  sharegpt, alpaca, qa: see its --help); only the instruction is used, responses are ignored:
+    {"question": "Write a Python function that reverses a string."}
+
+output (under output_dir):
+  synthesized.jsonl (or .parquet)   canonical SFT records, meta: quality_score, difficulty, pass_rate,
+                                    domain, evolution, parent / root ids, prompt_contract: `infi sft`'s data
+  synthesis_report.md, synthesis_stats.json, config.yaml, work/<stage>/
+
+example config: launch/configs/sft_data/demo_synthesize.yaml (toy), infir_synthesize.yaml
 """
 
 from __future__ import annotations
@@ -25,7 +39,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
-from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.core import dump_yaml, parse_stage_config
 from megatron_infi.config.prompt import PromptContract
 from megatron_infi.data_processing.sft import steps
 from megatron_infi.data_processing.sft.config import EvolutionConfig, RejectionConfig, SynthesizeConfig
@@ -33,6 +47,7 @@ from megatron_infi.data_processing.sft.curriculum import merge_shard_stats, writ
 from megatron_infi.data_processing.sft.filters import RuleFilter
 from megatron_infi.data_processing.sft.records import under_contract
 from megatron_infi.data_processing.sft.select import Stage, check_inputs, check_run_dir, run_stages
+from megatron_infi.errors import command
 from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
@@ -228,17 +243,14 @@ def run_synthesize(cfg: SynthesizeConfig) -> Path:
     return out / "synthesis_report.md"
 
 
+@command("infi data sft-synthesize")
 def main(argv: list[str] | None = None) -> int:
     quiet_logs()
-    cfg, dry_run = parse_stage_config(SynthesizeConfig, "InfiR SFT data synthesis", argv)
-    try:
-        if dry_run:
-            check_inputs(cfg, dry_run=True).print_notes("sft-synthesize")
-            return 0
-        print(run_synthesize(cfg))
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"sft-synthesize: {err}", file=sys.stderr)
-        return 2
+    cfg, dry_run = parse_stage_config(SynthesizeConfig, "infi data sft-synthesize", __doc__, argv)
+    if dry_run:
+        check_inputs(cfg, dry_run=True).print_notes("sft-synthesize")
+        return 0
+    print(run_synthesize(cfg))
     return 0
 
 

@@ -16,6 +16,9 @@ from datatrove.pipeline.filters.language_filter import LanguageFilter
 from datatrove.utils._import_utils import check_required_dependencies
 from datatrove.utils.lid import FT176LID
 
+from megatron_infi.data_processing.steps.code_language import detect_language, normalize_language
+from megatron_infi.errors import DataError
+
 _MATH_SPAN = re.compile(
     r"\$\$.+?\$\$|\$[^$\n]+?\$|\\\(.+?\\\)|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.*?\\end\{\1\}",
     re.DOTALL,
@@ -123,46 +126,12 @@ class LocalLanguageFilter(PredictOnlyFastTextMixin, LanguageFilter):
 
     def __init__(self, model_path: str, languages: list[str] | None = None, language_threshold: float = 0.65):
         if not Path(model_path).is_file():
-            raise FileNotFoundError(f"language ID model not found: {model_path}")
+            raise DataError(f"language ID model not found: {model_path}")
         super().__init__(languages=languages, language_threshold=language_threshold)
         self.model = _LocalFT176(model_path, self.languages)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return super().filter(doc) or (False, "language")
-
-
-EXTENSION_LANGUAGES = {
-    ".py": "python",
-    ".c": "c",
-    ".h": "c",
-    ".cc": "cpp",
-    ".cpp": "cpp",
-    ".hpp": "cpp",
-    ".java": "java",
-    ".js": "javascript",
-    ".ts": "typescript",
-    ".go": "go",
-    ".rs": "rust",
-    ".sh": "shell",
-    ".sql": "sql",
-    ".cs": "csharp",
-    ".php": "php",
-    ".rb": "ruby",
-    ".kt": "kotlin",
-    ".scala": "scala",
-    ".swift": "swift",
-}
-
-
-def code_language(doc: Document) -> str | None:
-    """Programming language from the `language` metadata, else from the file extension of `path`."""
-    language = doc.metadata.get("language")
-    if isinstance(language, str) and language:
-        return language.lower()
-    path = doc.metadata.get("path")
-    if isinstance(path, str):
-        return EXTENSION_LANGUAGES.get(Path(path).suffix.lower())
-    return None
 
 
 class CodeRulesFilter(BaseFilter):
@@ -181,7 +150,7 @@ class CodeRulesFilter(BaseFilter):
         domains: list[str] = ("code",),
     ):
         super().__init__()
-        self.allowed_languages = {lang.lower() for lang in allowed_languages}
+        self.allowed_languages = {normalize_language(lang) for lang in allowed_languages}
         self.max_line_length = max_line_length
         self.max_mean_line_length = max_mean_line_length
         self.min_alnum_fraction = min_alnum_fraction
@@ -192,10 +161,12 @@ class CodeRulesFilter(BaseFilter):
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         if doc.metadata.get("domain") not in self.domains:
             return True
-        language = code_language(doc)
+        language, found_by = detect_language(doc.text, doc.metadata, doc.id)
+        self.stat_update(f"language_from_{found_by}")
         if language is None or language not in self.allowed_languages:
             return False, "code_language"
         doc.metadata["language"] = language
+        doc.metadata["language_from"] = found_by
         lines = doc.text.splitlines() or [""]
         if max(map(len, lines)) > self.max_line_length:
             return False, "code_long_line"

@@ -112,8 +112,9 @@ class EvalConfig:
     fewshot_sampling: SamplingParams = field(default_factory=_default_fewshot_sampling)
     pass_k: list[int] = field(default_factory=lambda: [1])  # pass@k columns (k <= samples)
     cache: bool = True  # keep a generation cache in output_dir/cache (resume inside a benchmark)
-    code_timeout_s: float = 10.0
+    code_timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a wall-clock cap)
     code_memory_mb: int = 1024
+    code_unsafe_no_sandbox: bool = False  # run code without the bwrap sandbox (only where it cannot)
     code_workers: int = 0  # parallel sandboxes; 0 = two per CPU core
 
     def validate(self) -> None:

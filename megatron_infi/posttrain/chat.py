@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from megatron_infi.config.core import ConfigError
+from megatron_infi.errors import ConfigError
 
 CHATML_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>"]
 # ChatML with the assistant turn (content + <|im_end|>) inside generation markers.
@@ -31,6 +31,9 @@ CHATML_TEMPLATE = (
 
 
 class ChatTemplateError(ConfigError):
+    """A chat template that cannot train or evaluate (missing, unreadable, without the markers
+    assistant-only loss needs): the prompt contract's `chat_template` field is wrong, exit 2."""
+
     def __init__(self, message: str):
         super().__init__("prompt.chat_template", message)
 

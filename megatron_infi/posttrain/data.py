@@ -18,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from megatron_infi.config.prompt import RecordTally
+from megatron_infi.errors import DataError
 from megatron_infi.utils import SkipCounter
 
 ROLES = ("system", "user", "assistant")
-
-
-class DataError(ValueError):
-    pass
 
 
 def clean_messages(value: Any) -> list[dict[str, str]] | str:

@@ -1,4 +1,4 @@
-"""`infi dpo-pairs --config X.yaml`: DPO pairs from the SFT model's own errors (InfiAlign's recipe).
+"""DPO preference pairs from the SFT model's own errors (InfiAlign's recipe).
 
 1. sample the model `sampling.n` times per problem through the shared generation backend;
 2. verify every sample: maths with math-verify against the reference answer, code in the sandbox;
@@ -8,15 +8,23 @@
 5. clean: length limits (tokens), format (a wrong maths sample must state an answer), dedup;
 6. verify both sides again, so that no pair has a correct answer as rejected or a wrong one as chosen.
 
-Problem records (JSONL), one per line:
-    {"id", "domain": "math", "prompt" | "messages", "answer", "solution"?}
-    {"id", "domain": "code", "prompt" | "messages", "tests", "entry_point"?, "solution"?}
-`solution` is the expert solution (for code: a complete program the tests run against). The prompt is
-rendered under the config's prompt contract (`prompt:`, the same as SFT's and eval's): its system
-prompt and the instruction of the problem's domain are added, and each pair records the contract.
+input:
+  generation.model: the SFT model's HF dir (e.g. `infi sft`'s <output_dir>/<last phase>/model)
+  problems: JSONL, one problem per line; "prompt" (a string) or "messages" (ending with the user
+  turn); "solution" is the expert solution (for code: a complete program the tests run against):
+    {"id": "m1", "domain": "math", "prompt": "What is 2+3?", "answer": "5", "solution": "2+3=5"}
+    {"id": "c1", "domain": "code", "prompt": "Write add(a, b).", "tests": "assert add(2, 3) == 5",
+     "entry_point": "add"}
+  The prompt is rendered under the config's prompt contract (`prompt:`, the same as SFT's and eval's):
+  its system prompt and the instruction of the problem's domain are added, and each pair records the
+  contract (meta.prompt_contract; report.json too).
 
-Outputs under `output_dir`: pairs.jsonl (TRL conversational preference format + "meta"),
-samples.jsonl (every sample with its verdict), report.json, report.md, pass_rate.png.
+output (under output_dir):
+  pairs.jsonl      TRL conversational preference pairs + "meta": `infi dpo`'s data
+  samples.jsonl    every sample with its verdict
+  report.json, report.md, pass_rate.png
+
+example config: launch/configs/posttrain/demo_dpo_pairs.yaml (toy), infialign_dpo_pairs.yaml
 """
 
 from __future__ import annotations
@@ -24,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +40,12 @@ from typing import Any, Literal
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
 from megatron_infi.config.inputs import InputCheck
 from megatron_infi.config.prompt import PromptContract, check_model_contract
+from megatron_infi.errors import DataError, command
 from megatron_infi.generation import GenerationConfig, SamplingParams
 from megatron_infi.generation.preflight import check_tokenizer
 from megatron_infi.logs import quiet_logs
 from megatron_infi.plots import label_axes, pyplot, save_figure
-from megatron_infi.posttrain.data import DataError, clean_messages, numbered_jsonl
+from megatron_infi.posttrain.data import clean_messages, numbered_jsonl
 from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -72,8 +80,9 @@ class DPOPairsConfig:
     chosen: Literal["expert_then_sample", "expert", "sample"] = "expert_then_sample"
     prompt: PromptContract = field(default_factory=PromptContract)  # how problems become prompts
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
-    code_timeout_s: float = 10.0
+    code_timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a wall-clock cap)
     code_memory_mb: int = 1024
+    code_unsafe_no_sandbox: bool = False  # run code without the bwrap sandbox (only where it cannot)
     verify_workers: int | None = None  # threads for verification (sandboxes are subprocesses)
 
     def validate(self) -> None:
@@ -87,16 +96,16 @@ class DPOPairsConfig:
             )
 
     def check_inputs(self, dry_run: bool = False) -> InputCheck:
-        """Problem files parse and the model's tokenizer renders the contract's prompts, before any
+        """The model's tokenizer renders the contract's prompts and the problem files parse, before any
         weights load; in a dry run a model not trained yet is noted."""
         check = InputCheck(dry_run)
-        for j, path in enumerate(self.problems):
-            if check.present(f"problems[{j}]", path):
-                read_problems([path], SkipCounter(), self.prompt)
         gen = self.generation
         if gen.loads_model_dir and check.present("generation.model", gen.model, "sft_model", model_dir=True):
             check_tokenizer(gen.model, "generation.model", self.prompt.render("1 + 1 = ?", "math"))
             check_model_contract(gen.model, self.prompt, "dpo-pairs")
+        for j, path in enumerate(self.problems):
+            if check.present(f"problems[{j}]", path):
+                read_problems([path], SkipCounter(), self.prompt)
         return check
 
 
@@ -197,6 +206,7 @@ class Verifier:
             entry_point=problem.entry_point,
             timeout_s=self.cfg.code_timeout_s,
             memory_mb=self.cfg.code_memory_mb,
+            unsafe_no_sandbox=self.cfg.code_unsafe_no_sandbox,
         )
         return result.passed
 
@@ -451,17 +461,14 @@ def run_dpo_pairs(cfg: DPOPairsConfig, samples: list[list[str]] | None = None) -
     return report
 
 
+@command("infi dpo-pairs")
 def main(argv: list[str] | None = None) -> int:
     quiet_logs()
-    cfg, dry_run = parse_stage_config(DPOPairsConfig, "DPO pairs from the SFT model's own errors.", argv)
-    try:
-        if dry_run:
-            cfg.check_inputs(dry_run=True).print_notes("dpo-pairs")
-            return 0
-        report = run_dpo_pairs(cfg)
-    except (ConfigError, DataError) as err:
-        print(f"dpo-pairs: {err}", file=sys.stderr)
-        return 2
+    cfg, dry_run = parse_stage_config(DPOPairsConfig, "infi dpo-pairs", __doc__, argv)
+    if dry_run:
+        cfg.check_inputs(dry_run=True).print_notes("dpo-pairs")
+        return 0
+    report = run_dpo_pairs(cfg)
     print(
         f"[dpo-pairs] {report['pairs']} pairs from {report['challenging_problems']}/{report['problems']} "
         f"challenging problems -> {report['pairs_file']}"

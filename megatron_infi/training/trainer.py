@@ -126,7 +126,7 @@ class Trainer:
     def _load_initial_state(self) -> None:
         cfg = self.cfg
         root = Path(cfg.run_dir) / "checkpoints"
-        latest = ckpt.latest_iteration(root) if cfg.checkpoint.auto_resume else None
+        latest = ckpt.latest_iteration(root) if cfg.checkpoint.resume else None
         if latest is not None:
             path, _ = ckpt.resolve_checkpoint_dir(root, latest)
             self.state = ckpt.load_checkpoint(

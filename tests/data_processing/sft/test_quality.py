@@ -121,7 +121,7 @@ def test_hostile_programs_are_killed_and_reported(body, status):
             "tests": "assert f() == 0",
         }
     )
-    verdict = Verifier(QualityConfig(timeout_s=3, memory_mb=256), RULES)(record)
+    verdict = Verifier(QualityConfig(timeout_s=1, memory_mb=256), RULES)(record)  # CPU seconds
     assert not verdict.ok and verdict.reason == f"quality: code {status}"
 
 

@@ -107,9 +107,11 @@ def test_rejection_keeps_the_best_reward_among_candidates_that_pass_the_sandbox(
     good_a = f"Here it is.\n```python\n{problem['prompt']}{problem['canonical_solution']}```"
     good_b = f"Using the modulo operator.\n```python\ndef {problem['entry_point']}(number: float) -> float:\n    return number % 1.0\n```"
     failing = f"```python\ndef {problem['entry_point']}(number):\n    return 0.5\n```"
-    timeout = f"```python\nimport time\ntime.sleep(30)\ndef {problem['entry_point']}(number):\n    return number % 1.0\n```"
+    timeout = f"```python\nwhile True:\n    pass\ndef {problem['entry_point']}(number):\n    return number % 1.0\n```"
     rm = RewardModel(str(tiny_llama(tmp_path, llama3_tokenizer, classifier=True)))
-    cfg = RejectionConfig(samples=4, timeout_s=2, workers=2)
+    cfg = RejectionConfig(
+        samples=4, timeout_s=1, workers=2
+    )  # CPU seconds: a loaded machine loses no candidate
     rules = RuleFilter(languages=())
     candidates = [good_a, failing, good_b, timeout]
     kept, dropped = reject([record], [candidates], cfg, rules, rm)
