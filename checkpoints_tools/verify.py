@@ -39,6 +39,7 @@ import torch.distributed as dist
 
 from megatron_infi.config.core import ConfigError, command_parser
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.models.hf_mapping import ConversionError
 from megatron_infi.training import patches
 
@@ -261,6 +262,7 @@ def format_report(report: dict) -> str:
 
 @command("infi convert verify")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = command_parser("infi convert verify", __doc__)
     parser.add_argument("--load", required=True, help="checkpoint root (uses latest) or an iter_XXXXXXX dir")
     parser.add_argument("--hf", required=True, help="Hugging Face model dir")

@@ -35,6 +35,7 @@ import megatron_infi.models  # noqa: F401  (registers the architectures model.pr
 from megatron_infi.config.core import parse_stage_config
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 
 
 def _setup_logging() -> None:
@@ -60,6 +61,7 @@ def preflight(cfg: TrainConfig) -> None:
 
 @command("infi train")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(TrainConfig, "infi train", __doc__, argv, preflight=preflight)
     if dry_run:
         return 0

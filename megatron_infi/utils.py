@@ -89,7 +89,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def set_run_caches(run_dir: str | Path) -> None:
     """Keep HF / wandb / XDG / torch caches inside the run dir instead of ~/.cache.
 
-    Offline by default: nothing at run time may reach a hub.
+    Offline by default: nothing at run time may reach a hub (wandb is put offline where a stage turns
+    it on; setting WANDB_MODE for every run made transformers announce "offline mode" in each log).
     """
     cache = Path(run_dir).resolve() / "cache"
     defaults = {
@@ -104,7 +105,6 @@ def set_run_caches(run_dir: str | Path) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, str(value))
-    os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

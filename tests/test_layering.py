@@ -23,15 +23,19 @@ CORE = {
     "megatron_infi.utils",
     "megatron_infi.assets",
     "megatron_infi.locks",
+    "megatron_infi.logs",
+    "megatron_infi.plots",
 }
 
 ALLOWED: dict[str, set[str]] = {
     "megatron_infi.errors": set(),  # the bottom: every package raises these
+    "megatron_infi.logs": set(),  # every entry point calls it first
     "megatron_infi.config": CORE,
     "megatron_infi.utils": CORE,
     "megatron_infi.assets": CORE,
     "megatron_infi.locks": CORE,
-    "megatron_infi.cli": set(),  # dispatches by module name, imports no stage
+    "megatron_infi.plots": CORE,
+    "megatron_infi.cli": {"megatron_infi.logs"},  # dispatches by module name, imports no stage
     "megatron_infi.kernels": CORE,
     "megatron_infi.models": CORE | {"megatron_infi.kernels"},
     "megatron_infi.data": CORE,

@@ -51,6 +51,7 @@ from megatron_infi.data_processing.pipelines.layout import RunLayout
 from megatron_infi.data_processing.pipelines.source_checks import check_sources
 from megatron_infi.errors import RunError, command
 from megatron_infi.locks import DirLock
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_text, set_run_caches
 
 # keys that may change between a run and its resumption (they do not change what a task computes)
@@ -386,6 +387,7 @@ def _echo(message: str) -> None:
 
 @command("infi data pretrain")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     # --clean is this stage's own flag (described in the help text above), read before the config
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--clean", action="store_true")

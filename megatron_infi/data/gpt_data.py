@@ -137,7 +137,8 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, data_parallel_size: i
     config = GPTDatasetConfig(
         random_seed=train.seed,
         sequence_length=cfg.data.seq_length,
-        blend=(prefixes, weights) if prefixes else None,
+        # one prefix without weights is one dataset, not a BlendedDataset of one (megatron-core warns)
+        blend=(prefixes, weights if len(prefixes) > 1 else None) if prefixes else None,
         split=cfg.data.split,
         path_to_cache=cache,
         tokenizer=_MegatronTokenizerView(tokenizer.eod_id, tokenizer.vocab_size, str(tokenizer.path)),

@@ -312,7 +312,7 @@ class Trainer:
             total=t.train_iters,
             initial=self.state.iteration,
             desc=cfg.stage,
-            disable=not self.world.is_main,
+            disable=None if self.world.is_main else True,  # None: only on a terminal, not into a log
             dynamic_ncols=True,
             leave=False,
         )
