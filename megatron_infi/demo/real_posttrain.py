@@ -11,9 +11,10 @@ it can learn in minutes on a CPU: two-term integer arithmetic with exact answers
     DPO pairs, DPO  the SFT model's own wrong answers vs its verified ones (`infi dpo-pairs`, `infi dpo`)
     eval            base / CPT / SFT / DPO on the held-out problems, accuracy with a 95% interval
 
-Every stage sees one prompt, `task_messages(problem)`: exactly what `infi eval` sends in chat mode
-(question + evaluation's maths instruction). Training on other prompts than the evaluated ones
-costs a model most of its score (issue 19: 3.3% vs 50.0%).
+Every stage sees one prompt, `task_messages(problem)`: the track's prompt contract (the `prompt:`
+section all its configs carry) rendered on the problem, exactly what `infi eval` sends in chat mode.
+Training on other prompts than the evaluated ones costs a model most of its score (issue 19: 3.3%
+vs 50.0%).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from megatron_infi.demo import CONFIGS, demo_config, fast_precision, generation_dtype, posttrain
+from megatron_infi.config.core import from_dict, load_yaml
+from megatron_infi.config.prompt import PromptContract
+from megatron_infi.demo import CONFIGS, demo_config, fast_precision, generation_dtype, override, posttrain
 from megatron_infi.evaluation.benchmarks import load_benchmark
 from megatron_infi.evaluation.problems import Problem
 from megatron_infi.evaluation.prompts import chat_messages
@@ -36,10 +39,20 @@ TRAIN_SEED = 1_000_000
 CHAT_TEMPLATE = CONFIGS / "posttrain" / "smollm2_chat_template.jinja"
 
 
+# Every stage's config carries the same `prompt:` section (tests/posttrain/test_prompt_contract.py);
+# its template path is made absolute so that the demo runs from any directory.
+PROMPT_VALUES = {"prompt.chat_template": str(CHAT_TEMPLATE)}
+
+
+def contract() -> PromptContract:
+    """The track's prompt contract, as every stage resolves it."""
+    section = load_yaml(CONFIGS / "eval" / "demo_real.yaml")["prompt"]
+    return from_dict(PromptContract, {**section, "chat_template": str(CHAT_TEMPLATE)})
+
+
 def task_messages(problem: Problem) -> list[dict[str, str]]:
-    """The one prompt of this track: evaluation's zero-shot chat prompt (adopt the project-wide
-    prompt contract here once it lands)."""
-    return chat_messages(problem)
+    """The one prompt of this track: evaluation's zero-shot chat prompt under the track's contract."""
+    return chat_messages(problem, contract())
 
 
 def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -115,6 +128,7 @@ def synthesize(model_dir: str | Path, seeds: Path, out_dir: str | Path) -> Path:
             "llm.model": str(model_dir),
             "llm.dtype": generation_dtype(),
             "tokenizer": str(model_dir),
+            **PROMPT_VALUES,
         },
     )
     run_synthesize(cfg)
@@ -134,6 +148,7 @@ def select(synthesized: Path, held_out: Path, model_dir: str | Path, out_dir: st
             "inputs.0.path": str(synthesized),
             "decontamination.benchmarks": [str(held_out)],
             "difficulty.tokenizer": str(model_dir),
+            **PROMPT_VALUES,
         },
     )
     report = run_select(cfg)
@@ -146,19 +161,19 @@ def select(synthesized: Path, held_out: Path, model_dir: str | Path, out_dir: st
 
 
 def sft(model_dir: str | Path, phase1: Path, phase2: Path, out_dir: str | Path) -> dict[str, Any]:
-    values = {"chat_template": str(CHAT_TEMPLATE), "runtime.precision": fast_precision()}
+    values = {**PROMPT_VALUES, "runtime.precision": fast_precision()}
     return posttrain.demo_sft(model_dir, out_dir, phase1, phase2, "posttrain/demo_real_sft.yaml", values)
 
 
 def dpo_pairs(model_dir: str | Path, problems: Path, out_dir: str | Path) -> dict[str, Any]:
-    values = {"generation.dtype": generation_dtype()}
+    values = {**PROMPT_VALUES, "generation.dtype": generation_dtype()}
     return posttrain.demo_dpo_pairs(
         model_dir, problems, out_dir, "posttrain/demo_real_dpo_pairs.yaml", values
     )
 
 
 def dpo(model_dir: str | Path, pairs: Path, out_dir: str | Path) -> dict[str, Any]:
-    values = {"chat_template": str(CHAT_TEMPLATE), "runtime.precision": fast_precision()}
+    values = {**PROMPT_VALUES, "runtime.precision": fast_precision()}
     return posttrain.demo_dpo(model_dir, pairs, out_dir, "posttrain/demo_real_dpo.yaml", values)
 
 
@@ -170,7 +185,7 @@ def evaluate(models: dict[str, str | Path], out_dir: str | Path) -> dict[str, di
         [{"name": name, "path": str(path), "mode": "chat"} for name, path in models.items()],
         out_dir,
         CONFIGS / "eval" / "demo_real.yaml",
-        [f"generation.dtype={generation_dtype()}"],
+        [f"generation.dtype={generation_dtype()}", *(override(k, v) for k, v in PROMPT_VALUES.items())],
     )
     table = {}
     for name in models:

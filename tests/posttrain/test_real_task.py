@@ -50,7 +50,9 @@ def test_sft_seeds_dpo_problems_and_evaluation_use_one_prompt(task, tmp_path):
     """The user turn synthesis answers, the DPO pairs' prompt and the eval prompt are the same text."""
     held_out, _ = load_benchmark("arithmetic", None, real_posttrain.HELD_OUT)
     spec = BenchmarkSpec(name="arithmetic", options=real_posttrain.HELD_OUT)
-    cfg = EvalConfig(models=[ModelSpec(name="m", path="m")], benchmarks=[spec])
+    cfg = EvalConfig(
+        models=[ModelSpec(name="m", path="m")], benchmarks=[spec], prompt=real_posttrain.contract()
+    )
     eval_prompts, _ = _build_inputs(cfg, LoadedBenchmark(spec, held_out, held_out, {}), "chat")
     assert eval_prompts[0] == real_posttrain.task_messages(held_out[0])
 
