@@ -13,7 +13,7 @@ PYTHON312 ?= $(shell for c in python3.12 $$(pyenv root 2>/dev/null)/versions/3.1
 	  "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$c"; break; }; \
 	done)
 
-.PHONY: setup test test-all demo lint format clean-demo
+.PHONY: setup test test-all demo demo-real lint format clean-demo
 
 # The code sandbox needs bubblewrap (a system package): say so, without failing setup for users who
 # cannot install it (the sandbox refuses at use time).
@@ -39,6 +39,10 @@ test-all: setup
 
 demo: setup
 	$(PY) -m megatron_infi.demo
+
+# The real pretrained SmolLM2-135M-Instruct: CPT with step-0 parity, SFT, DPO, eval (too long for `make demo`)
+demo-real: setup
+	$(PY) -m megatron_infi.demo --track real
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

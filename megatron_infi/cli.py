@@ -42,6 +42,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "megatron_infi.checkpoints_tools.verify",
         "logit parity of a checkpoint and an HF dir",
     ),
+    ("convert", "step0-loss"): (
+        "megatron_infi.checkpoints_tools.step0",
+        "a run's step-0 validation loss vs the HF model's on the same windows",
+    ),
     ("sft",): ("megatron_infi.posttrain.sft", "two-phase SFT curriculum with TRL"),
     ("dpo-pairs",): ("megatron_infi.posttrain.dpo_pairs", "DPO pairs from the SFT model's errors"),
     ("dpo",): ("megatron_infi.posttrain.dpo", "DPO with TRL"),

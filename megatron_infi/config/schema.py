@@ -318,6 +318,10 @@ class TrainLoopConfig:
     micro_batch_size: int = 2
     eval_interval: int = 0  # 0: no periodic validation
     eval_iters: int = 2
+    # Validation loss before the first update (logged at iteration 0), on the same windows as the
+    # first periodic validation. For continued pretraining: compare it with the HF model's loss on
+    # those windows (`infi convert step0-loss`) to see that conversion kept the model's quality.
+    eval_at_start: bool = False
     # Save and exit once the iteration is a multiple of this (0: never); the next launch resumes.
     # For wall-clock-limited jobs: schedule, data order and results are those of one long run.
     exit_interval: int = 0
@@ -334,8 +338,11 @@ class TrainLoopConfig:
         for name in ("eval_interval", "exit_interval", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
-        if self.eval_interval and self.eval_iters < 1:
-            raise ConfigError("eval_iters", f"must be >= 1 when eval_interval is set, got {self.eval_iters}")
+        if (self.eval_interval or self.eval_at_start) and self.eval_iters < 1:
+            raise ConfigError(
+                "eval_iters",
+                f"must be >= 1 when eval_interval or eval_at_start is set, got {self.eval_iters}",
+            )
         if self.global_batch_size % self.micro_batch_size:
             raise ConfigError(
                 "global_batch_size",

@@ -131,7 +131,9 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, data_parallel_size: i
 
     prefixes, weights = ([], []) if cfg.data.mock else resolve_blend(cfg)
     train = cfg.train
-    evals = (train.train_iters // train.eval_interval + 1) * train.eval_iters if train.eval_interval else 0
+    # eval_at_start re-reads the first validation's windows, so it needs samples only on its own
+    evals = train.train_iters // train.eval_interval + 1 if train.eval_interval else int(train.eval_at_start)
+    evals *= train.eval_iters
     sizes = [train.train_iters * train.global_batch_size, evals * train.global_batch_size, 0]
     cache = cfg.data.cache_dir or os.path.join(cfg.run_dir, "cache", "datasets")
     config = GPTDatasetConfig(

@@ -1,7 +1,8 @@
-"""Post-training at toy scale for `make demo`: SFT (two phases) -> DPO pairs -> DPO on CPU.
+"""Post-training stages on CPU: SFT (two phases) -> DPO pairs -> DPO.
 
-Each function takes explicit paths, loads its `launch/configs/posttrain/demo_*.yaml` and returns the
-stage's summary. `run_posttrain_demo` chains the three over one model dir.
+Each function takes explicit paths, loads a `launch/configs/posttrain/demo*.yaml` (the toy model's by
+default; the real model's track passes its own, real_posttrain.py) and returns the stage's summary.
+`run_posttrain_demo` chains the three over one model dir on the toy data (tests).
 """
 
 from __future__ import annotations
@@ -33,46 +34,52 @@ def write_pair_problems(data_dir: str | Path) -> Path:
 
 
 def demo_sft(
-    model_dir: str | Path, out_dir: str | Path, phase1: str | Path, phase2: str | Path
+    model_dir: str | Path,
+    out_dir: str | Path,
+    phase1: str | Path,
+    phase2: str | Path,
+    config: str = "posttrain/demo_sft.yaml",
+    values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Two-phase SFT of `model_dir`; the final HF dir is `<out_dir>/advanced/model` (result["final_model"])."""
+    """Two-phase SFT of `model_dir` with `config` (+ `values` overrides); the final HF dir is
+    `<out_dir>/<last phase>/model` (result["final_model"])."""
     from megatron_infi.posttrain.sft import SFTStageConfig, run_sft
 
-    cfg = demo_config(
-        SFTStageConfig,
-        "posttrain/demo_sft.yaml",
-        {
-            "model": str(model_dir),
-            "output_dir": str(out_dir),
-            "phases.0.data": [str(phase1)],
-            "phases.1.data": [str(phase2)],
-        },
-    )
-    return run_sft(cfg)
+    paths = {
+        "model": str(model_dir),
+        "output_dir": str(out_dir),
+        "phases.0.data": [str(phase1)],
+        "phases.1.data": [str(phase2)],
+    }
+    return run_sft(demo_config(SFTStageConfig, config, {**paths, **(values or {})}))
 
 
-def demo_dpo_pairs(model_dir: str | Path, problems: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def demo_dpo_pairs(
+    model_dir: str | Path,
+    problems: str | Path,
+    out_dir: str | Path,
+    config: str = "posttrain/demo_dpo_pairs.yaml",
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Sample `model_dir` on `problems`; writes `<out_dir>/pairs.jsonl` and report.json / report.md."""
     from megatron_infi.posttrain.dpo_pairs import DPOPairsConfig, run_dpo_pairs
 
-    cfg = demo_config(
-        DPOPairsConfig,
-        "posttrain/demo_dpo_pairs.yaml",
-        {"problems": [str(problems)], "output_dir": str(out_dir), "generation.model": str(model_dir)},
-    )
-    return run_dpo_pairs(cfg)
+    paths = {"problems": [str(problems)], "output_dir": str(out_dir), "generation.model": str(model_dir)}
+    return run_dpo_pairs(demo_config(DPOPairsConfig, config, {**paths, **(values or {})}))
 
 
-def demo_dpo(model_dir: str | Path, pairs: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """DPO of `model_dir` on `pairs`; the HF dir is `<out_dir>/model`."""
+def demo_dpo(
+    model_dir: str | Path,
+    pairs: str | Path,
+    out_dir: str | Path,
+    config: str = "posttrain/demo_dpo.yaml",
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """DPO of `model_dir` on `pairs` with `config` (+ `values`); the HF dir is `<out_dir>/model`."""
     from megatron_infi.posttrain.dpo import DPOStageConfig, run_dpo
 
-    cfg = demo_config(
-        DPOStageConfig,
-        "posttrain/demo_dpo.yaml",
-        {"model": str(model_dir), "output_dir": str(out_dir), "data": [str(pairs)]},
-    )
-    return run_dpo(cfg)
+    paths = {"model": str(model_dir), "output_dir": str(out_dir), "data": [str(pairs)]}
+    return run_dpo(demo_config(DPOStageConfig, config, {**paths, **(values or {})}))
 
 
 def run_posttrain_demo(

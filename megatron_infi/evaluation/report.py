@@ -18,13 +18,26 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def accuracy_with_interval(summary: dict) -> str:
+    """`12.40 [8.87, 17.04]`: the headline accuracy and its 95 % Wilson interval (results before the
+    interval was recorded show the accuracy alone)."""
+    metric = headline_metric(summary)
+    if metric is None:
+        return "–"
+    interval = summary.get("ci95")
+    if not interval:
+        return _fmt(summary[metric])
+    return f"{summary[metric]:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def render_markdown(results: dict) -> str:
     models, benchmarks, scores = results["models"], results["benchmarks"], results["scores"]
     titles = [benchmarks[b]["title"] for b in benchmarks]
     lines = [
         "# Evaluation results",
         "",
-        "Accuracy in % (avg@n: mean over n samples per problem; greedy few-shot has n = 1).",
+        "Accuracy in % (avg@n: mean over n samples per problem; greedy few-shot has n = 1). The details",
+        "give its 95 % Wilson interval over the problems (each problem counts once).",
         "",
         "| Model | Mode | " + " | ".join(titles) + " | Avg |",
         "|---|---|" + "---:|" * (len(titles) + 1),
@@ -46,9 +59,9 @@ def render_markdown(results: dict) -> str:
         "",
         "## Details",
         "",
-        "| Model | Benchmark | Problems | Samples | Metrics | No answer | Code statuses |",
+        "| Model | Benchmark | Problems | Samples | Accuracy (95% CI) | Metrics | No answer | Code statuses |",
     ]
-    lines.append("|---|---|---:|---:|---|---:|---|")
+    lines.append("|---|---|---:|---:|---|---|---:|---|")
     for name in models:
         for bench, meta in benchmarks.items():
             summary = scores.get(name, {}).get(bench)
@@ -60,8 +73,8 @@ def render_markdown(results: dict) -> str:
                 ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) if meta["kind"] == "code" else ""
             )
             lines.append(
-                f"| {name} | {meta['title']} | {summary['problems']} | {summary['samples']} | {metrics} "
-                f"| {statuses.get('no-answer', 0)} | {code} |"
+                f"| {name} | {meta['title']} | {summary['problems']} | {summary['samples']} "
+                f"| {accuracy_with_interval(summary)} | {metrics} | {statuses.get('no-answer', 0)} | {code} |"
             )
     notes = [
         f"- {meta['title']}: {meta['skipped_total']} records skipped ({meta['skipped']})"
@@ -78,16 +91,20 @@ def render_chart(results: dict, path: Path) -> None:
     width = 0.8 / max(1, len(models))
     fig, ax = pyplot().subplots(figsize=(max(6.0, 1.6 * len(benchmarks) + 2), 4.2))
     for i, name in enumerate(models):
-        values = []
+        values, errors = [], [[], []]
         for bench in benchmarks:
             summary = scores.get(name, {}).get(bench)
             metric = headline_metric(summary) if summary else None
-            values.append(summary[metric] if metric else 0.0)
+            value = summary[metric] if metric else 0.0
+            low, high = (summary or {}).get("ci95") or (value, value)
+            values.append(value)
+            errors[0].append(max(0.0, value - low))  # max: rounding at 0 % / 100 %
+            errors[1].append(max(0.0, high - value))
         xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(benchmarks))]
-        bars = ax.bar(xs, values, width, label=name)
+        bars = ax.bar(xs, values, width, label=name, yerr=errors, capsize=2, error_kw={"linewidth": 0.8})
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax.set_xticks(range(len(benchmarks)), [meta["title"] for meta in benchmarks.values()], fontsize=8)
-    label_axes(ax, "benchmark", "accuracy (%)", "Evaluation (avg@n)")
+    label_axes(ax, "benchmark", "accuracy (%)", "Evaluation (avg@n, 95% Wilson interval)")
     ax.set_ylim(0, 115)  # headroom for the legend above 100 %
     ax.legend(fontsize=8, ncol=len(models), loc="upper center")
     save_figure(fig, path, dpi=120)

@@ -95,15 +95,35 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson_interval(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion `accuracy` in [0, 1] measured on n independent items.
+
+    Unlike the normal approximation it stays inside [0, 1] and is usable at 0 % and 100 %."""
+    if n <= 0:
+        return (0.0, 1.0)
+    denom = 1.0 + z * z / n
+    centre = (accuracy + z * z / (2 * n)) / denom
+    half = z * math.sqrt(accuracy * (1.0 - accuracy) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 def summarize(verdicts: list[list[bool]], pass_ks: list[int]) -> dict:
-    """avg@n (mean accuracy over all samples) and pass@k per k <= n, in percent."""
+    """avg@n (mean accuracy over all samples), its 95 % Wilson interval `ci95` over the problems
+    (n = problems: samples of one problem are not independent, so each problem counts once), and
+    pass@k per k <= n, all in percent."""
     if not verdicts:
         return {"problems": 0, "samples": 0}
     n = len(verdicts[0])
+    accuracy = sum(sum(v) / n for v in verdicts) / len(verdicts)
+    low, high = wilson_interval(accuracy, len(verdicts))
     summary = {
         "problems": len(verdicts),
         "samples": n,
-        f"avg@{n}": 100.0 * sum(sum(v) / n for v in verdicts) / len(verdicts),
+        f"avg@{n}": 100.0 * accuracy,
+        "ci95": [100.0 * low, 100.0 * high],
     }
     for k in sorted(set(pass_ks)):
         if k <= n:

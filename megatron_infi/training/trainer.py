@@ -265,13 +265,16 @@ class Trainer:
         return StepResult(self._reduce_loss(losses), grad_norm, lr, skipped=not updated)
 
     @torch.no_grad()
-    def evaluate(self, valid_iterator) -> float:
+    def evaluate(self, valid_iterator, advance: bool = True) -> float:
+        """Validation loss over `eval_iters` global batches; `advance=False` leaves the validation
+        position where it is (the step-0 evaluation, so that the first periodic one sees the same windows)."""
         for chunk in self.model:
             chunk.eval()
         losses: list[dict] = []
         for _ in range(self.cfg.train.eval_iters):
             losses += self._forward_backward(valid_iterator, forward_only=True)
-            self.state.consumed_valid_samples += self.cfg.train.global_batch_size
+            if advance:
+                self.state.consumed_valid_samples += self.cfg.train.global_batch_size
         for chunk in self.model:
             chunk.train()
         return self._reduce_loss(losses)
@@ -301,7 +304,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         train_ds, valid_ds = gpt_data.build_datasets(cfg, self.tokenizer, self.world.data)
         train_it = self._iterators(train_ds, self.state.consumed_train_samples)
-        valid_it = self._iterators(valid_ds, self.state.consumed_valid_samples) if t.eval_interval else None
+        validates = t.eval_interval or t.eval_at_start
+        valid_it = self._iterators(valid_ds, self.state.consumed_valid_samples) if validates else None
         metrics = MetricsLogger(cfg, self.world.is_main, self.world.world_size)
         losses: list[float] = []
         # A requeued run that resumes a finished one trains nothing and must not rewrite its checkpoint.
@@ -317,6 +321,11 @@ class Trainer:
             leave=False,
         )
         try:
+            if t.eval_at_start and self.state.iteration == 0 and valid_it is not None:
+                # Its own iterator over the first validation windows: step 0 and the first periodic
+                # validation measure the same text, so their difference is what training changed.
+                first = self._iterators(valid_ds, self.state.consumed_valid_samples)
+                metrics.validation(0, self.evaluate(first, advance=False))
             while self.state.iteration < t.train_iters:
                 result = self.train_step(train_it)
                 self.state.iteration += 1
@@ -325,7 +334,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{result.loss:.3f}")
                 metrics.step(self.state.iteration, result.loss, result.lr, result.grad_norm)
-                if valid_it is not None and self.state.iteration % t.eval_interval == 0:
+                if valid_it is not None and t.eval_interval and self.state.iteration % t.eval_interval == 0:
                     metrics.validation(self.state.iteration, self.evaluate(valid_it))
                 interval = cfg.checkpoint.save_interval
                 if interval and self.state.iteration % interval == 0:

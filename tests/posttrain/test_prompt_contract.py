@@ -269,7 +269,11 @@ RECIPES = {
                   "posttrain/infialign_dpo.yaml", "eval/infialign_7b.yaml"],
     "InfiR": ["sft_data/infir_synthesize.yaml", "posttrain/infir_sft.yaml", "eval/infir_1b.yaml"],
     "any SFT model": ["eval/offline.yaml"],
+    "demo-real": ["sft_data/demo_real_synthesize.yaml", "sft_data/demo_real_select.yaml", "posttrain/demo_real_sft.yaml",
+                  "posttrain/demo_real_dpo_pairs.yaml", "posttrain/demo_real_dpo.yaml", "eval/demo_real.yaml"],
 }  # fmt: skip
+# SmolLM2's own template plus the {% generation %} markers assistant-only loss needs
+TEMPLATES = {"InfiAlign": "chatml", "demo-real": "launch/configs/posttrain/smollm2_chat_template.jinja"}
 
 
 def test_shipped_configs_carry_one_contract_per_recipe():
@@ -289,4 +293,4 @@ def test_shipped_configs_carry_one_contract_per_recipe():
         assert len(parsed) == 1, f"{recipe}: the stages' prompt contracts differ: {contracts}"
         contract = PromptContract.from_record(json.loads(parsed.pop()))
         assert contract.suffix.math == BOXED_INSTRUCTION  # Qwen2.5-Math / DeepSeek-R1 maths evaluation
-        assert contract.chat_template == ("chatml" if recipe == "InfiAlign" else "auto")
+        assert contract.chat_template == TEMPLATES.get(recipe, "auto")
