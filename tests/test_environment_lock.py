@@ -9,8 +9,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SELF = "megatron-infi"
-# pip's own tooling; `pip freeze` leaves these out and `make setup` upgrades pip itself.
-TOOLING = {"pip", "setuptools", "wheel"}
+# `make setup` upgrades pip itself before installing; everything else is pinned.
+TOOLING = {"pip"}
 
 
 def _canonical(name: str) -> str:
