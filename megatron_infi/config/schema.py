@@ -8,6 +8,7 @@ from typing import Literal
 
 from megatron_infi.config.core import ConfigError
 from megatron_infi.config.presets import PRESETS
+from megatron_infi.config.vision import VisionConfig, expand_vision_preset
 
 
 @dataclass
@@ -115,13 +116,15 @@ class DataConfig:
     eod_mask_loss: bool = False
     # Random tokens instead of files (megatron-core's MockGPTDataset): throughput benchmarks only.
     mock: bool = False
+    # VL models (a `vision:` section): JSONL files of LLaVA-style conversation records instead of a blend.
+    conversations: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.mock:
             return
         if not self.tokenizer:
             raise ConfigError("tokenizer", "is required (an HF tokenizer dir)")
-        if not self.blend:
+        if not self.blend and not self.conversations:
             raise ConfigError("blend", "is empty: give at least one {prefix|domain, weight}")
         if any(entry.domain for entry in self.blend) and not self.dir:
             raise ConfigError("dir", "is required when a blend entry names a domain")
@@ -227,7 +230,7 @@ class TrainLoopConfig:
 
 @dataclass
 class TrainConfig:
-    stage: Literal["pretrain", "anneal"] = "pretrain"
+    stage: Literal["pretrain", "anneal", "vl-align", "vl-render", "vl-instruct"] = "pretrain"
     run_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -237,6 +240,8 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    # A VL model (megatron_infi/models/llava.py) when set; the text model when null.
+    vision: VisionConfig | None = None
 
     @staticmethod
     def preprocess(data: dict) -> dict:
@@ -256,7 +261,7 @@ class TrainConfig:
                 merged[key] = value
         merged["preset"] = name
         data["model"] = merged
-        return data
+        return expand_vision_preset(data)
 
     def validate(self) -> None:
         m, p = self.model, self.parallel
@@ -286,6 +291,10 @@ class TrainConfig:
                 f"pipeline={p.pipeline} x virtual_pipeline={p.virtual_pipeline} does not divide "
                 f"model.num_layers={m.num_layers}",
             )
+        if self.vision is not None and (p.pipeline > 1 or p.sequence_parallel):
+            raise ConfigError("parallel", "VL models run with tensor parallelism only (pipeline=1, no sequence_parallel)")
+        if self.vision is not None and not self.data.mock and not self.data.conversations:
+            raise ConfigError("data.conversations", "a VL model trains on conversation JSONL files: give at least one")
         if p.sequence_parallel and p.tensor == 1:
             raise ConfigError("parallel.sequence_parallel", "needs parallel.tensor > 1")
         if self.stage == "anneal" and not self.checkpoint.load:

