@@ -12,7 +12,9 @@ the trainer uses it to start the ViT from an HF CLIP dir, the converter to expor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -79,11 +81,36 @@ def projection_config(vision: VisionConfig, language: TransformerConfig) -> Tran
     return config
 
 
+@contextlib.contextmanager
+def _clip_layer_norm():
+    """LLaVAModel builds CLIPViTModel with its default ln_pre, which without Transformer Engine is
+    torch.nn.LayerNorm called with megatron's `config=` keyword (a TypeError in megatron-core 0.19).
+    Give it megatron's wrapped torch LayerNorm instead, on every machine, so ViT checkpoints have
+    one layout; restored on exit."""
+    from megatron.core.models.multimodal import llava_model
+    from megatron.core.transformer.torch_norm import WrappedTorchNorm
+
+    original = llava_model.CLIPViTModel
+    llava_model.CLIPViTModel = functools.partial(
+        original, ln_pre_impl=WrappedTorchNorm, ln_post_impl=WrappedTorchNorm
+    )
+    try:
+        yield
+    finally:
+        llava_model.CLIPViTModel = original
+
+
 def build_llava(cfg: TrainConfig, image_token_id: int, config: TransformerConfig | None = None) -> LLaVAModel:
     """The whole VL model of this rank (pipeline=1), on the host (CPU) or the current device."""
     model, vision = cfg.model, cfg.vision
     config = config or transformer_config(model, cfg.parallel, resolve_dtype(cfg.train.precision))
     llama3 = model.rope_scaling.type == "llama3"
+    with _clip_layer_norm():
+        return _llava(cfg, image_token_id, config, llama3)
+
+
+def _llava(cfg: TrainConfig, image_token_id: int, config: TransformerConfig, llama3: bool) -> LLaVAModel:
+    model, vision = cfg.model, cfg.vision
     return LLaVAModel(
         language_transformer_config=config,
         language_transformer_layer_spec=block_spec(model, model.num_layers),
@@ -117,6 +144,10 @@ def build_model(cfg: TrainConfig, image_token_id: int) -> tuple[list[torch.nn.Mo
 
     config = transformer_config(cfg.model, cfg.parallel, resolve_dtype(cfg.train.precision))
     model = build_llava(cfg, image_token_id, config)
+    from megatron.core.transformer.enums import ModelType
+
+    # The schedules read it; LLaVAModel (unlike GPTModel) does not set it.
+    model.model_type = ModelType.encoder_or_decoder
     vision = cfg.vision
     model.freeze(
         freeze_language_model=vision.freeze_language_model,

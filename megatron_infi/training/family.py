@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -111,7 +112,6 @@ def load_language_model(llava, load: str) -> None:
 
 def load_hf_vision_model(llava, vision, hf_dir: str) -> None:
     """ViT weights from an HF CLIPVisionModel / CLIPModel dir, split for this tensor-parallel rank."""
-    from pathlib import Path
 
     from megatron.core import parallel_state as ps
     from safetensors.torch import load_file
@@ -124,9 +124,9 @@ def load_hf_vision_model(llava, vision, hf_dir: str) -> None:
         raise CheckpointError(f"{hf_dir}: no *.safetensors (not a Hugging Face CLIP dir)")
     tensors = {}
     for file in files:
-        tensors.update(load_file(str(file)))
-    # A CLIPModel names the tower `vision_model.`, a CLIPVisionModel too; the LLaVA rules add the
-    # `vision_tower.` prefix of the LLaVA export.
+        # CLIPModel and CLIPVisionModel name the tower `vision_model.`; a LLaVA export nests it
+        # under `model.vision_tower.`.
+        tensors.update({k.removeprefix("model.vision_tower."): v for k, v in load_file(str(file)).items()})
     params = dict(llava.named_parameters())
     tp, rank = ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank()
     for mcore, hf_names, kind in vit_rules(vision):
