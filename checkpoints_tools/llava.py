@@ -122,7 +122,7 @@ def export(
         tensor = stacked[key] if layer is None else stacked[key][layer]
         for name, part in zip(hf_names, vit_to_hf(kind, tensor, vision), strict=True):
             tensors["model." + name] = part
-    post = "model.vision_tower.vision_model.post_layernorm."
+    post = "model.vision_tower.post_layernorm."
     tensors[post + "weight"] = torch.ones(vision.hidden_size)
     tensors[post + "bias"] = torch.zeros(vision.hidden_size)
     _check_names(config, tensors)

@@ -165,7 +165,7 @@ def build_model(cfg: TrainConfig, image_token_id: int) -> tuple[list[torch.nn.Mo
 # ----------------------------------------------------------------------------- HF names
 # (megatron-core name inside the ViT / projector, HF name, kind). `{i}` is the layer; names are the
 # module's local state-dict names (per layer, unstacked); kinds: copy, qkv (fused per head), cls.
-_VIT = "vision_tower.vision_model."
+_VIT = "vision_tower."
 _LAYER = _VIT + "encoder.layers.{i}."
 VIT_HF_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("vision_model.conv1.weight", (_VIT + "embeddings.patch_embedding.weight",), "copy"),

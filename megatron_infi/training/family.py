@@ -124,15 +124,18 @@ def load_hf_vision_model(llava, vision, hf_dir: str) -> None:
         raise CheckpointError(f"{hf_dir}: no *.safetensors (not a Hugging Face CLIP dir)")
     tensors = {}
     for file in files:
-        # CLIPModel and CLIPVisionModel name the tower `vision_model.`; a LLaVA export nests it
-        # under `model.vision_tower.`.
-        tensors.update({k.removeprefix("model.vision_tower."): v for k, v in load_file(str(file)).items()})
+        for key, tensor in load_file(str(file)).items():
+            # A LLaVA export nests the tower as `model.vision_tower.`, a CLIPModel as `vision_model.`,
+            # a CLIPVisionModel has no prefix: key them all by the name inside the tower.
+            for prefix in ("model.vision_tower.", "vision_model."):
+                key = key.removeprefix(prefix)
+            tensors[key] = tensor
     params = dict(llava.named_parameters())
     tp, rank = ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank()
     for mcore, hf_names, kind in vit_rules(vision):
         if not mcore.startswith("vision_model."):
             continue
-        names = [n.removeprefix("vision_tower.") for n in hf_names]
+        names = [n.removeprefix("vision_tower.") for n in hf_names]  # the name inside the tower
         missing = [n for n in names if n not in tensors]
         if missing:
             raise CheckpointError(

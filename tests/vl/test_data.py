@@ -39,7 +39,7 @@ def test_bad_images_are_quarantined_with_file_and_reason(tmp_path):
     raw = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "truncated.jpg").write_bytes(raw[: len(raw) // 2])
     Image.fromarray(np.full((64, 64), 40000, dtype=np.uint16)).save(tmp_path / "sixteen_bit.png")
-    photo.resize((400, 400)).save(tmp_path / "huge.png")
+    photo.resize((800, 800)).save(tmp_path / "huge.png")
     (tmp_path / "text.png").write_text("this is not an image")
     records = [
         {"id": "good", "image": "good.png", "text": caption},
@@ -54,7 +54,7 @@ def test_bad_images_are_quarantined_with_file_and_reason(tmp_path):
     source.write_text("".join(json.dumps(r) + "\n" for r in records) + "{broken\n")
     quarantine = tmp_path / "quarantine"
     reader = ImageTextReader([source], quarantine_dir=str(quarantine))
-    validator = ImageValidator(ImageLimits(max_pixels=300 * 300), str(quarantine))
+    validator = ImageValidator(ImageLimits(max_pixels=400_000), str(quarantine))
     kept = _run([reader, validator])
     assert [d.id for d in kept] == ["good"]
     assert kept[0].metadata["width"] == photo.width
@@ -108,7 +108,7 @@ def test_renderer_draws_exactly_the_visible_prefix_of_real_text():
     other, _ = render_text("A completely different sentence.", style)
     assert not np.array_equal(np.asarray(other), np.asarray(image))
     code, shown = render_text(
-        "def f(x):\n    return x + 1\n", RenderStyle(family="mono", width=200, height=60)
+        "def f(x):\n    return x + 1\n", RenderStyle(family="mono", width=200, height=80)
     )
     assert shown.splitlines() == ["def f(x):", "    return x + 1"]
 
