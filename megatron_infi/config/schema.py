@@ -292,9 +292,13 @@ class TrainConfig:
                 f"model.num_layers={m.num_layers}",
             )
         if self.vision is not None and (p.pipeline > 1 or p.sequence_parallel):
-            raise ConfigError("parallel", "VL models run with tensor parallelism only (pipeline=1, no sequence_parallel)")
+            raise ConfigError(
+                "parallel", "VL models run with tensor parallelism only (pipeline=1, no sequence_parallel)"
+            )
         if self.vision is not None and not self.data.mock and not self.data.conversations:
-            raise ConfigError("data.conversations", "a VL model trains on conversation JSONL files: give at least one")
+            raise ConfigError(
+                "data.conversations", "a VL model trains on conversation JSONL files: give at least one"
+            )
         if p.sequence_parallel and p.tensor == 1:
             raise ConfigError("parallel.sequence_parallel", "needs parallel.tensor > 1")
         if self.stage == "anneal" and not self.checkpoint.load:

@@ -102,7 +102,7 @@ def _clip_layer_norm():
 
 def build_llava(cfg: TrainConfig, image_token_id: int, config: TransformerConfig | None = None) -> LLaVAModel:
     """The whole VL model of this rank (pipeline=1), on the host (CPU) or the current device."""
-    model, vision = cfg.model, cfg.vision
+    model = cfg.model
     config = config or transformer_config(model, cfg.parallel, resolve_dtype(cfg.train.precision))
     llama3 = model.rope_scaling.type == "llama3"
     with _clip_layer_norm():

@@ -39,7 +39,12 @@ def conversations(tmp_path_factory):
 
 def vl_config(run_dir, tokenizer, conversations, **sections) -> dict:
     cfg = base_config(run_dir, tokenizer, "unused", **sections)
-    cfg["data"] = {"tokenizer": str(tokenizer), "conversations": [str(conversations)], "seq_length": 48, "split": "90,10,0"}
+    cfg["data"] = {
+        "tokenizer": str(tokenizer),
+        "conversations": [str(conversations)],
+        "seq_length": 48,
+        "split": "90,10,0",
+    }
     cfg["stage"] = "vl-align"
     vision = {"preset": "tiny-vit", "freeze_vision_model": False}
     vision.update(sections.get("vision", {}))
@@ -52,7 +57,9 @@ def test_tp2_matches_tp1(tmp_path, llama3_tokenizer_dir, conversations):
     init = vl_config(tmp_path / "init", llama3_tokenizer_dir, conversations, train={"train_iters": 0})
     run_train(init)
     start = {"load": str(tmp_path / "init" / "checkpoints")}
-    single = vl_config(tmp_path / "tp1", llama3_tokenizer_dir, conversations, train={"train_iters": STEPS}, checkpoint=start)
+    single = vl_config(
+        tmp_path / "tp1", llama3_tokenizer_dir, conversations, train={"train_iters": STEPS}, checkpoint=start
+    )
     run_train(single)
     double = vl_config(
         tmp_path / "tp2",
@@ -87,7 +94,13 @@ def test_resume_is_exact_and_the_export_matches(tmp_path, llama3_tokenizer_dir, 
     vision = {"language_model_load": str(tmp_path / "text" / "checkpoints"), "freeze_language_model": True}
     full = vl_config(tmp_path / "full", tokenizer, conversations, train={"train_iters": 4}, vision=vision)
     run_train(full)
-    parts = vl_config(tmp_path / "parts", tokenizer, conversations, train={"train_iters": 4, "exit_interval": 2}, vision=vision)
+    parts = vl_config(
+        tmp_path / "parts",
+        tokenizer,
+        conversations,
+        train={"train_iters": 4, "exit_interval": 2},
+        vision=vision,
+    )
     run_train(parts)
     assert sorted(losses(tmp_path / "parts")) == [1, 2]
     run_train(parts)  # resumes at 2 and finishes
@@ -96,7 +109,10 @@ def test_resume_is_exact_and_the_export_matches(tmp_path, llama3_tokenizer_dir, 
     text_ckpt = McoreCheckpoint(tmp_path / "text" / "checkpoints")
     vl_ckpt = McoreCheckpoint(tmp_path / "full" / "checkpoints")
     key = "embedding.word_embeddings.weight"
-    assert torch.equal(text_ckpt.read_global([key])[key], vl_ckpt.read_global(["language_model." + key])["language_model." + key])
+    assert torch.equal(
+        text_ckpt.read_global([key])[key],
+        vl_ckpt.read_global(["language_model." + key])["language_model." + key],
+    )
     shutdown()
 
     hf_dir = export(tmp_path / "full" / "checkpoints", tmp_path / "hf")
