@@ -40,6 +40,7 @@ EXTRAS = {
         "pyarrow>=15",
         "xxhash>=3",
         "orjson>=3.9",  # datatrove's JSONL reader and writer import it without declaring it
+        "magika==1.0.3",  # code language from content when a code corpus has no language/path field
     ],
     "post": [
         "trl>=1.10,<2",

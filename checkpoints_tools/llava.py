@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from megatron_infi.checkpoints_tools.mappings import ConversionError, for_arch
-from megatron_infi.checkpoints_tools.mappings.base import to_hf
 from megatron_infi.config.core import ConfigError
+from megatron_infi.models import architecture
+from megatron_infi.models.hf_mapping import ConversionError, to_hf
 
 
 def _language_name(hf_name: str) -> str:
@@ -43,7 +43,7 @@ def hf_config(cfg, tokenizer_dir: Path):
 
     model, vision = cfg.model, cfg.vision
     ids = hf_io.tokenizer_ids(tokenizer_dir)
-    text = for_arch(model.arch).hf_config_from_model(model, ids["config"])
+    text = architecture(model.arch).hf.hf_config_from_model(model, ids["config"])
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     image_token_id = tokenizer.convert_tokens_to_ids(vision.image_token)
     vision_config = CLIPVisionConfig(
@@ -108,7 +108,7 @@ def export(
     config = hf_config(cfg, tokenizer_dir)
     out_dtype = hf_io.parse_dtype(dtype) or ckpt.dtype("language_model.embedding.word_embeddings.weight")
     tensors: dict[str, torch.Tensor] = {}
-    for rule in for_arch(model.arch).active_rules(model):
+    for rule in architecture(model.arch).hf.active_rules(model):
         key = "language_model." + rule.mcore
         for layer in range(model.num_layers) if rule.per_layer else [None]:
             tensor = ckpt.read_layer([key], layer)[key] if rule.per_layer else ckpt.read_global([key])[key]

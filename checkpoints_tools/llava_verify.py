@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from megatron_infi.checkpoints_tools.mappings import ConversionError
 from megatron_infi.config.core import ConfigError
+from megatron_infi.models.hf_mapping import ConversionError
 
 
 def sample_inputs(cfg, tokenizer_dir: Path, num_sequences: int, text_length: int):

@@ -1,12 +1,17 @@
-"""Small shared helpers: atomic writes, run-local caches, JSONL reading that skips and counts bad lines."""
+"""Small shared helpers: atomic writes, directory locks, run-local caches, JSONL reading that skips and
+counts bad lines."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +77,70 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class DirLockedError(RuntimeError):
+    """Another live process holds the directory's lock."""
+
+
+class DirLock:
+    """Exclusive use of a directory by one process: `with DirLock(path, what="data output_dir"):`.
+
+    `<path>/.lock` is held with flock(2), which the kernel releases when the holder dies: a lock file
+    left by a killed process is stale by construction and is taken over (`stale_holder` says whose it
+    was). The file names its holder (pid, host, start time, command) for the "held by" error.
+    """
+
+    FILE = ".lock"
+
+    def __init__(self, path: str | Path, what: str = "directory"):
+        self.path = Path(path)
+        self.what = what
+        self.stale_holder: str | None = None
+        self._fd: int | None = None
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = os.read(fd, 4096).decode("utf-8", "replace")
+        try:
+            info = json.loads(raw)
+            return f"pid {info['pid']} on {info['host']} since {info['started']} ({info['command']})"
+        except (ValueError, KeyError, TypeError):
+            return raw.strip()
+
+    def __enter__(self) -> DirLock:
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / self.FILE
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd) or "another process"
+                os.close(fd)
+                raise DirLockedError(f"{self.what} {self.path} is in use: held by {holder}") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                    break  # else the holder removed the file after we opened it: lock the new one
+            os.close(fd)
+        self.stale_holder = self._holder(fd) or None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv)[:300],
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path / self.FILE)  # while still holding it, so nobody locks a dying file
+        os.close(self._fd)
+        self._fd = None
 
 
 def set_run_caches(run_dir: str | Path) -> None:

@@ -16,6 +16,7 @@ from megatron_infi.config.core import ConfigError
 Domain = Literal["web", "math", "code", "general", "encyclopedia", "instruction", "synthetic"]
 DOMAINS: tuple[str, ...] = ("web", "math", "code", "general", "encyclopedia", "instruction", "synthetic")
 TEXT_DOMAINS: list[str] = ["web", "math", "general", "encyclopedia", "instruction"]
+RESERVED_METADATA = frozenset({"domain", "source", "file", "line"})  # set by the source readers
 
 
 def _require_file(field_name: str, path: str | None, what: str = "file") -> None:
@@ -40,7 +41,15 @@ def _check_kwargs(field_name: str, kwargs: dict[str, Any] | None, target: type) 
 
 @dataclass
 class SourceConfig:
-    """One input corpus: files (or an HF dataset saved with `save_to_disk`) and the domain it feeds."""
+    """One input corpus: files (or an HF dataset saved with `save_to_disk`) and the domain it feeds.
+
+    `path` is a directory (every file matching `glob` under it) or exactly one file. Record fields in
+    `metadata_fields` are copied into each document's metadata under the given name, e.g. The Stack's
+    `{lang: language, path: path}`; `language`, `path`, `url` and `title` are copied as they are
+    without being listed. `language` states the programming language of every document of a code
+    source (it wins over record fields and detection). A source whose every document is dropped fails
+    the run unless `allow_empty` is true.
+    """
 
     name: str = ""
     path: str = ""
@@ -49,6 +58,9 @@ class SourceConfig:
     text_field: str = "text"
     id_field: str = "id"
     glob: str | None = None  # e.g. "*.jsonl.gz"; default: every file under `path`
+    metadata_fields: dict[str, str] = field(default_factory=dict)
+    language: str | None = None
+    allow_empty: bool = False
 
     def validate(self) -> None:
         if not self.name or not self.name.replace("-", "_").replace(".", "_").isidentifier():
@@ -57,10 +69,27 @@ class SourceConfig:
             )
         if not self.path:
             raise ConfigError("path", "is required")
-        if not Path(self.path).exists():
+        path = Path(self.path)
+        if not path.exists():
             raise ConfigError("path", f"not found: {self.path}")
-        if self.format == "hf_disk" and not Path(self.path).is_dir():
+        if self.format == "hf_disk" and not path.is_dir():
             raise ConfigError("path", f"an HF dataset saved to disk is a directory: {self.path}")
+        if self.format != "hf_disk" and path.is_dir() and not self.files():
+            raise ConfigError("path", f"no file under {self.path} matches glob {self.glob or '*'!r}")
+        if self.language is not None and self.domain != "code":
+            raise ConfigError("language", f"applies to code sources only (domain is {self.domain!r})")
+        reserved = sorted(set(self.metadata_fields.values()) & RESERVED_METADATA)
+        if reserved:
+            raise ConfigError("metadata_fields", f"{reserved} are set by the pipeline itself")
+
+    def files(self) -> list[Path]:
+        """The files a jsonl / parquet source reads, listed the way its datatrove reader lists them."""
+        from datatrove.io import get_datafolder
+
+        path = Path(self.path)
+        if path.is_file():
+            return [path]
+        return [path / f for f in get_datafolder(str(path)).list_files(glob_pattern=self.glob)]
 
 
 @dataclass
@@ -370,6 +399,17 @@ class PretrainDataConfig:
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ConfigError("sources", f"source names must be unique, repeated: {duplicated}")
+        code = self.heuristic.code
+        if self.heuristic.enabled and code.enabled:
+            from megatron_infi.data_processing.steps.code_language import normalize_language
+
+            allowed = {normalize_language(lang) for lang in code.allowed_languages}
+            for i, source in enumerate(self.sources):
+                if source.language and normalize_language(source.language) not in allowed:
+                    raise ConfigError(
+                        f"sources[{i}].language",
+                        f"{source.language!r} is not in heuristic.code.allowed_languages {sorted(allowed)}",
+                    )
 
     @property
     def domains(self) -> list[str]:

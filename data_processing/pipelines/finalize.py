@@ -15,9 +15,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 from datatrove.pipeline.base import PipelineStep
+from loguru import logger
 
 from megatron_infi.data_processing.pipelines.config import DOMAINS
 from megatron_infi.data_processing.pipelines.layout import RunLayout
+from megatron_infi.data_processing.pipelines.source_checks import EmptySourceError, source_report
+from megatron_infi.data_processing.steps.funnel import BY_SOURCE
 from megatron_infi.utils import atomic_write_json, sha256_file
 
 FUNNEL_STAGES = ("input", "heuristic", "recall", "dedup", "quality", "decontamination")
@@ -108,6 +111,11 @@ def collect_step_stats(layout: RunLayout, stage_groups: dict[str, dict[str, list
                 }
                 if label == "dedup" and values.get("dropped"):
                     reasons.setdefault("minhash_duplicate", int(values["dropped"]))
+                by_source: dict[str, dict[str, int]] = defaultdict(dict)
+                for key, value in values.items():
+                    if key.startswith(BY_SOURCE):
+                        source, reason = key[len(BY_SOURCE) :].split(":", 1)
+                        by_source[source][reason] = int(value)
                 rows.append(
                     {
                         "step": step.name,
@@ -119,6 +127,7 @@ def collect_step_stats(layout: RunLayout, stage_groups: dict[str, dict[str, list
                             )
                         ),
                         "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+                        "by_source": dict(by_source),
                     }
                 )
             stages[label] = rows
@@ -249,5 +258,11 @@ class FinalizeRun(PipelineStep):
             "config": self.config,
             "versions": {pkg: version(pkg) for pkg in ("datatrove", "megatron-core", "tokenizers")},
         }
+        manifest.update(source_report(self.config, manifest["stages"]))
         write_report(layout.root, manifest)
         atomic_write_json(layout.root / "manifest.json", manifest)
+        for warning in manifest["warnings"]:
+            logger.warning(warning["message"])
+        failed = [e["message"] for e in manifest["empty_sources"] if not e["allow_empty"]]
+        if failed and self.config["executor"]["kind"] == "slurm":  # locally, pretrain.run says it
+            raise EmptySourceError("; ".join(failed))

@@ -1,6 +1,6 @@
 """InfiR pretraining data pipeline: sources -> five stages -> `<domain>.bin/.idx` + manifest.json.
 
-    python -m megatron_infi.data_processing.pipelines.pretrain --config launch/configs/data/demo.yaml [--dry-run] [k=v ...]
+    python -m megatron_infi.data_processing.pipelines.pretrain --config launch/configs/data/demo.yaml [--dry-run] [--clean] [k=v ...]
     infi data pretrain --config ...
 
 The run is a chain of datatrove executors (local processes or SLURM job arrays with dependencies):
@@ -11,24 +11,31 @@ The run is a chain of datatrove executors (local processes or SLURM job arrays w
     finalize         merge shards per domain, manifest.json, decontamination_report.json, report.md + PNG
 
 Every executor keeps datatrove's per-task completion markers under `logs/<executor>/`, so re-running
-the same command skips what finished and redoes only interrupted tasks.
+the same command skips what finished and redoes only interrupted tasks; `--clean` deletes what a
+previous run left and starts over. `output_dir/.lock` keeps a second run out while one is running.
+Each source's documents are followed through the steps (source_checks): a step dropping more than half
+of a source is a warning, and a source left with none fails the run unless it has `allow_empty: true`.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from megatron_infi.config.core import ConfigError, parse_stage_config, to_dict
+from megatron_infi.config.core import ConfigError, from_dict, parse_stage_config, to_dict
 from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
 from megatron_infi.data_processing.pipelines.layout import RunLayout
-from megatron_infi.utils import atomic_write_text, set_run_caches
+from megatron_infi.data_processing.pipelines.source_checks import check_sources
+from megatron_infi.utils import DirLock, DirLockedError, atomic_write_text, set_run_caches
 
 # keys that may change between a run and its resumption (they do not change what a task computes)
 _RESUMABLE_KEYS = ("workers", "kind", "slurm")
+_RESUMABLE_SOURCE_KEYS = ("allow_empty",)
 
 
 @dataclass
@@ -51,7 +58,13 @@ def _resolved_tokenizer(cfg: PretrainDataConfig) -> tuple[str, str]:
 
 
 def _reader(source, layout: RunLayout, ingest):
-    from megatron_infi.data_processing.steps.sources import HFDiskSource, JsonlSource, ParquetSource
+    from megatron_infi.data_processing.steps.sources import (
+        METADATA_FIELDS,
+        HFDiskSource,
+        JsonlSource,
+        ParquetSource,
+        exact_glob,
+    )
 
     common = dict(
         source_name=source.name,
@@ -61,13 +74,15 @@ def _reader(source, layout: RunLayout, ingest):
         id_key=source.id_field,
         min_chars=ingest.min_chars,
         max_chars=ingest.max_chars,
+        metadata_fields={**{name: name for name in METADATA_FIELDS}, **source.metadata_fields},
+        language=source.language,
     )
     path = Path(source.path)
     if source.format == "hf_disk":
         return HFDiskSource(str(path), **common)
     cls = JsonlSource if source.format == "jsonl" else ParquetSource
-    if path.is_file():  # a single file: read its folder, restricted to its name
-        return cls(str(path.parent), glob_pattern=path.name, **common)
+    if path.is_file():  # a single file: its folder, this name only
+        return cls(str(path.parent), glob_pattern=exact_glob(path.name), recursive=False, **common)
     return cls(str(path), glob_pattern=source.glob, **common)
 
 
@@ -156,8 +171,13 @@ class _StageBuilder:
         self.groups: dict[str, list[int]] = {}
 
     def add(self, label: str, steps: list) -> None:
-        from megatron_infi.data_processing.steps.funnel import FunnelCounter
+        from megatron_infi.data_processing.steps.funnel import DropsBySource, FunnelCounter
 
+        for step in steps:  # filters: count drops per source (readers count their own quarantine)
+            if hasattr(step, "exclusion_writer") and step.exclusion_writer is None:
+                step.exclusion_writer = DropsBySource(
+                    step, "minhash_duplicate" if label == "dedup" else "unspecified"
+                )
         start = len(self.pipeline)
         self.pipeline.extend(steps)
         self.groups[label] = list(range(start, len(self.pipeline)))
@@ -167,12 +187,12 @@ class _StageBuilder:
 def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     from datatrove.pipeline.dedup import MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
-    from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
 
     from megatron_infi.data_processing.pipelines.finalize import FinalizeRun
     from megatron_infi.data_processing.steps.decontaminate import DecontaminationFilter
+    from megatron_infi.data_processing.steps.sources import StageOutputReader
     from megatron_infi.data_processing.steps.tokenize import DomainMegatronTokenizer
 
     layout = RunLayout(cfg.output_dir)
@@ -192,7 +212,7 @@ def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
     stages = [Stage("filter", first.pipeline, tasks, first.groups)]
 
     def filtered_reader():
-        return JsonlReader(str(layout.filtered), glob_pattern="*.jsonl.gz")
+        return StageOutputReader(str(layout.filtered), glob_pattern="*.jsonl.gz")
 
     second = _StageBuilder(layout, count_with)
     second.pipeline.append(filtered_reader())
@@ -302,7 +322,15 @@ def describe(cfg: PretrainDataConfig, stages: list[Stage]) -> str:
 
 
 def _resume_relevant(config: dict) -> dict:
-    return {**config, "executor": {k: v for k, v in config["executor"].items() if k not in _RESUMABLE_KEYS}}
+    # through the dataclass, so that a config saved before a field existed gets its default
+    config = to_dict(from_dict(PretrainDataConfig, config))
+    return {
+        **config,
+        "executor": {k: v for k, v in config["executor"].items() if k not in _RESUMABLE_KEYS},
+        "sources": [
+            {k: v for k, v in s.items() if k not in _RESUMABLE_SOURCE_KEYS} for s in config["sources"]
+        ],
+    }
 
 
 def _check_resume(cfg: PretrainDataConfig, root: Path) -> None:
@@ -316,46 +344,68 @@ def _check_resume(cfg: PretrainDataConfig, root: Path) -> None:
             raise ConfigError(
                 "output_dir",
                 f"{root} holds a run made with a different config (changed: {', '.join(changed)}); "
-                "use a new output_dir or delete it",
+                "use a new output_dir, or --clean to delete that run",
             )
     else:
         atomic_write_text(saved, yaml.safe_dump(current, sort_keys=False))
 
 
-def run(cfg: PretrainDataConfig) -> Path:
-    """Run (or resume) the pipeline; with the SLURM executor, submit the job chain and return."""
+def run(cfg: PretrainDataConfig, clean: bool = False) -> Path:
+    """Run (or resume) the pipeline; with the SLURM executor, submit the job chain and return.
+
+    The output_dir is locked for the whole local run (for SLURM: while submitting). `clean` first
+    removes what a previous run left there. A local run fails if a source ends with no documents."""
     root = Path(cfg.output_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    set_run_caches(root)
-    _check_resume(cfg, root)
-    stages = build_stages(cfg)
-    executors = make_executors(cfg, stages)
-    if cfg.executor.kind == "slurm":
-        executors[-1].run()  # launches the dependency chain
-        return root
-    for stage, executor in zip(stages, executors, strict=True):
-        executor.run()
-        incomplete = executor.get_incomplete_ranks()
-        if incomplete:
-            raise RuntimeError(
-                f"stage {stage.name}: tasks {incomplete} did not complete; see {root}/logs/{stage.name}"
-            )
+    with DirLock(root, what="data output_dir") as lock:
+        if lock.stale_holder and not clean:
+            _echo(f"note: resuming a run whose process is gone ({lock.stale_holder})")
+        if clean:
+            removed = RunLayout(root).clean()
+            _echo(f"cleaned {root}: removed {len(removed)} entries of the previous run")
+        set_run_caches(root)
+        _check_resume(cfg, root)
+        stages = build_stages(cfg)
+        executors = make_executors(cfg, stages)
+        if cfg.executor.kind == "slurm":
+            executors[-1].run()  # launches the dependency chain
+            return root
+        for stage, executor in zip(stages, executors, strict=True):
+            executor.run()
+            incomplete = executor.get_incomplete_ranks()
+            if incomplete:
+                raise RuntimeError(
+                    f"stage {stage.name}: tasks {incomplete} did not complete; see {root}/logs/{stage.name}"
+                )
+    manifest = json.loads((root / "manifest.json").read_text())
+    check_sources(manifest, {s.name: s.allow_empty for s in cfg.sources}, _echo)
     return root
 
 
+def _echo(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+DESCRIPTION = """InfiR pretraining data pipeline (5 stages -> .bin/.idx).
+
+Rerunning the same command resumes an interrupted run (finished tasks are skipped). --clean deletes
+what a previous run left in output_dir (logs/, work/, quarantine/, outputs; nothing else) and starts
+over. One run at a time per output_dir (a .lock file names the holder)."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(
-        PretrainDataConfig, "InfiR pretraining data pipeline (5 stages -> .bin/.idx)", argv
-    )
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--clean", action="store_true")
+    flags, argv = extra.parse_known_args(sys.argv[1:] if argv is None else argv)
+    cfg, dry_run = parse_stage_config(PretrainDataConfig, DESCRIPTION, argv)
     try:
         if dry_run:
             print(describe(cfg, build_stages(cfg)))
             return 0
-        root = run(cfg)
+        root = run(cfg, clean=flags.clean)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, DirLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(

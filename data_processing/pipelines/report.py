@@ -27,7 +27,8 @@ def plot_funnel(funnel: dict[str, dict[str, dict[str, int]]], path: Path) -> Non
         ax.set_yscale("symlog")
         ax.grid(alpha=0.3)
         ax.tick_params(axis="x", rotation=30)
-    axes[0].legend(title="domain", loc="lower left", fontsize="small")
+    if domains:  # a run whose filters removed everything has none
+        axes[0].legend(title="domain", loc="lower left", fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -41,6 +42,36 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines
 
 
+def _source_problems(manifest: dict) -> list[str]:
+    """Empty sources and steps that dropped most of a source, at the top where nobody misses them."""
+    empty, warnings = manifest["empty_sources"], manifest["warnings"]
+    if not empty and not warnings:
+        return []
+    out = ["## Warnings", ""]
+    for item in empty:
+        status = "allowed (allow_empty: true)" if item["allow_empty"] else "**FAILED**"
+        out.append(f"- {status}: {item['message']}")
+    out += [f"- more than half dropped: {w['message']}" for w in warnings]
+    return out + [""]
+
+
+def _source_table(flow: dict[str, dict]) -> list[str]:
+    stages = list(dict.fromkeys(step["stage"] for info in flow.values() for step in info["steps"]))
+    rows = []
+    for source, info in flow.items():
+        left = info["records"]
+        after = {}
+        for step in info["steps"]:
+            left -= step["dropped"]
+            after[step["stage"]] = left
+        shown, row = info["records"], [source, info["records"]]
+        for stage in stages:
+            shown = after.get(stage, shown)
+            row.append(shown)
+        rows.append(row)
+    return _table(["source", "records"] + stages, rows)
+
+
 def render_markdown(manifest: dict) -> str:
     out = [
         "# Pretraining data run",
@@ -49,9 +80,9 @@ def render_markdown(manifest: dict) -> str:
         f"(vocab {manifest['tokenizer']['vocab_size']}, EOD `{manifest['tokenizer']['eod_token']}`), "
         f"dtype {manifest['dtype']}.",
         "",
-        "## Output",
-        "",
     ]
+    out += _source_problems(manifest)
+    out += ["## Output", ""]
     out += _table(
         ["domain", "files", "documents", "tokens (with EOD)"],
         [[d, f"{v['prefix']}.bin/.idx", v["documents"], v["tokens"]] for d, v in manifest["domains"].items()],
@@ -75,6 +106,8 @@ def render_markdown(manifest: dict) -> str:
             for stage, rows in funnel.items()
         ],
     )
+    out += ["", "## Documents per source", "", "Documents of each source left after each stage.", ""]
+    out += _source_table(manifest["source_flow"])
     out += ["", "## Drops by step", ""]
     rows = []
     for stage, steps in manifest["stages"].items():

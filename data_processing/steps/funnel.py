@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from datatrove.data import DocumentsPipeline
+from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.utils.batching import batched
 from datatrove.utils.tokenization import PipelineStepWithTokenizer
@@ -52,3 +52,27 @@ class FunnelCounter(PipelineStepWithTokenizer):
             yield from batch
         with self.output_folder.open(f"{rank:05d}.json", "wt") as handle:
             json.dump({"stage": self.stage, "rank": rank, "domains": dict(counts)}, handle)
+
+
+BY_SOURCE = "source:"  # stat key prefix: `source:<name>:<reason>` counts a step's drops per source
+
+
+class DropsBySource:
+    """Counts a filter's drops per source and reason in the filter's own stats.
+
+    datatrove filters hand every dropped document (with `filter_reason` set) to their exclusion
+    writer; this stands in for one, so that the manifest can say which source lost what where."""
+
+    def __init__(self, step, default_reason: str = "unspecified"):
+        self.step = step
+        self.default_reason = default_reason
+
+    def __enter__(self) -> DropsBySource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def write(self, doc: Document, rank: int = 0) -> None:
+        reason = doc.metadata.get("filter_reason") or self.default_reason
+        self.step.stat_update(f"{BY_SOURCE}{doc.metadata.get('source', 'unknown')}:{reason}")

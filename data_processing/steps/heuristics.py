@@ -16,6 +16,8 @@ from datatrove.pipeline.filters.language_filter import LanguageFilter
 from datatrove.utils._import_utils import check_required_dependencies
 from datatrove.utils.lid import FT176LID
 
+from megatron_infi.data_processing.steps.code_language import detect_language, normalize_language
+
 _MATH_SPAN = re.compile(
     r"\$\$.+?\$\$|\$[^$\n]+?\$|\\\(.+?\\\)|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.*?\\end\{\1\}",
     re.DOTALL,
@@ -131,40 +133,6 @@ class LocalLanguageFilter(PredictOnlyFastTextMixin, LanguageFilter):
         return super().filter(doc) or (False, "language")
 
 
-EXTENSION_LANGUAGES = {
-    ".py": "python",
-    ".c": "c",
-    ".h": "c",
-    ".cc": "cpp",
-    ".cpp": "cpp",
-    ".hpp": "cpp",
-    ".java": "java",
-    ".js": "javascript",
-    ".ts": "typescript",
-    ".go": "go",
-    ".rs": "rust",
-    ".sh": "shell",
-    ".sql": "sql",
-    ".cs": "csharp",
-    ".php": "php",
-    ".rb": "ruby",
-    ".kt": "kotlin",
-    ".scala": "scala",
-    ".swift": "swift",
-}
-
-
-def code_language(doc: Document) -> str | None:
-    """Programming language from the `language` metadata, else from the file extension of `path`."""
-    language = doc.metadata.get("language")
-    if isinstance(language, str) and language:
-        return language.lower()
-    path = doc.metadata.get("path")
-    if isinstance(path, str):
-        return EXTENSION_LANGUAGES.get(Path(path).suffix.lower())
-    return None
-
-
 class CodeRulesFilter(BaseFilter):
     """Rule-based code filter: mainstream languages, line lengths, alphanumeric share, generated files."""
 
@@ -181,7 +149,7 @@ class CodeRulesFilter(BaseFilter):
         domains: list[str] = ("code",),
     ):
         super().__init__()
-        self.allowed_languages = {lang.lower() for lang in allowed_languages}
+        self.allowed_languages = {normalize_language(lang) for lang in allowed_languages}
         self.max_line_length = max_line_length
         self.max_mean_line_length = max_mean_line_length
         self.min_alnum_fraction = min_alnum_fraction
@@ -192,10 +160,12 @@ class CodeRulesFilter(BaseFilter):
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         if doc.metadata.get("domain") not in self.domains:
             return True
-        language = code_language(doc)
+        language, found_by = detect_language(doc.text, doc.metadata, doc.id)
+        self.stat_update(f"language_from_{found_by}")
         if language is None or language not in self.allowed_languages:
             return False, "code_language"
         doc.metadata["language"] = language
+        doc.metadata["language_from"] = found_by
         lines = doc.text.splitlines() or [""]
         if max(map(len, lines)) > self.max_line_length:
             return False, "code_long_line"

@@ -1,22 +1,53 @@
 """Source readers: JSONL / parquet / HF-datasets-on-disk -> datatrove Documents tagged with their domain.
 
-A bad record never stops a run: malformed JSON, non-UTF-8 bytes, a missing or non-string text field,
-empty or oversized text are counted (`quarantined_<reason>` in the step stats) and written with their
-file and line to `<quarantine_dir>/<source>/<rank>.jsonl`.
+A bad record never stops a run: malformed JSON, non-UTF-8 bytes, a lone UTF-16 surrogate (`"\\ud800"`,
+valid JSON but not encodable), a missing or non-string text field, empty or oversized text are counted
+(`quarantined_<reason>` in the step stats) and written with their file and line to
+`<quarantine_dir>/<source>/<rank>.jsonl`. A truncated or corrupt compressed file keeps the records
+before the damage; the rest of it is one quarantine entry. A leading UTF-8 BOM is ignored.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import lzma
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolderLike, get_datafolder
+from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.pipeline.readers.huggingface import HuggingFaceDatasetReader
 
 METADATA_FIELDS = ("language", "path", "url", "title")
 _EXCERPT = 200
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# what a damaged gzip / bz2 / xz / zstd stream raises while being read
+_DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, lzma.LZMAError)
+try:
+    import zstandard
+
+    _DECOMPRESSION_ERRORS += (zstandard.ZstdError,)
+except ImportError:  # zstd input needs zstandard anyway
+    pass
+
+
+def exact_glob(name: str) -> str:
+    """A glob that matches only the file `name`. datatrove prefixes `*` to a pattern without wildcards
+    (`boolq.jsonl` would also read `my_boolq.jsonl`), so the first character goes into brackets."""
+    escaped = glob.escape(name)
+    return escaped if glob.has_magic(escaped) else f"[{escaped[0]}]{escaped[1:]}"
+
+
+def _field_map(metadata_fields: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
+    """Record field -> metadata key (a plain list keeps the names)."""
+    if isinstance(metadata_fields, Mapping):
+        return dict(metadata_fields)
+    return {name: name for name in metadata_fields}
 
 
 class Quarantine:
@@ -39,12 +70,13 @@ class Quarantine:
         if self._handle is None:
             self._handle = self.folder.open(f"{self.source}/{self._rank:05d}.jsonl", "wt")
         excerpt = raw if isinstance(raw, str) else repr(raw)
+        excerpt = excerpt[:_EXCERPT].encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
         record = {
             "source": self.source,
             "file": file,
             "line": line,
             "reason": reason,
-            "excerpt": excerpt[:_EXCERPT],
+            "excerpt": excerpt,
         }
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -76,12 +108,15 @@ class _ValidatingSource:
         finally:
             self.quarantine.close()
 
-    def _init_source(self, source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields):
+    def _init_source(
+        self, source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language
+    ):
         self.source_name = source_name
         self.domain = domain
         self.min_chars = min_chars
         self.max_chars = max_chars
-        self.metadata_fields = tuple(metadata_fields)
+        self.metadata_fields = _field_map(metadata_fields)
+        self.language = language
         self.quarantine = Quarantine(quarantine_dir, source_name)
 
     def _skip(self, reason: str, file: str, line: int | str, raw: Any) -> None:
@@ -109,9 +144,15 @@ class _ValidatingSource:
         raw_id = record.get(self.id_key)
         doc_id = f"{self.source_name}/{raw_id}" if raw_id is not None else f"{self.source_name}/{file}:{line}"
         metadata = {"domain": self.domain, "source": self.source_name, "file": file, "line": line}
-        for key in self.metadata_fields:
-            if isinstance(record.get(key), str | int | float):
-                metadata[key] = record[key]
+        for field, key in self.metadata_fields.items():
+            if isinstance(record.get(field), str | int | float):
+                metadata[key] = record[field]
+        if self.language:
+            metadata["language"] = self.language
+        strings = [text, doc_id, *(v for v in metadata.values() if isinstance(v, str))]
+        if any(_SURROGATE.search(value) for value in strings):  # JSON allows them, UTF-8 cannot hold them
+            self._skip("lone-surrogate", file, line, text)
+            return None
         self.stat_update("documents_read")
         return Document(text=text, id=doc_id, metadata=metadata)
 
@@ -130,31 +171,46 @@ class JsonlSource(_ValidatingSource, BaseDiskReader):
         glob_pattern: str | None = None,
         min_chars: int = 1,
         max_chars: int = 2_000_000,
-        metadata_fields=METADATA_FIELDS,
+        metadata_fields: Iterable[str] | Mapping[str, str] = METADATA_FIELDS,
+        language: str | None = None,
+        recursive: bool = True,
     ):
         self._name_source("jsonl", source_name)
-        super().__init__(data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern)
-        self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
+        super().__init__(
+            data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern, recursive=recursive
+        )
+        self._init_source(
+            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language
+        )
+
+    def _lines(self, filepath: str) -> Iterator[tuple[int, bytes]]:
+        """(line number, bytes) up to the end of the file or to the damage in a compressed one."""
+        lineno = 0
+        try:
+            with self.data_folder.open(filepath, "rb", compression="infer") as handle:
+                for lineno, raw in enumerate(handle, 1):
+                    yield lineno, raw
+        except _DECOMPRESSION_ERRORS as err:
+            self._skip(
+                "truncated-or-corrupt-file", filepath, lineno + 1, f"rest of the file unreadable: {err}"
+            )
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
-        with self.data_folder.open(filepath, "rb", compression="infer") as handle:
-            for lineno, raw in enumerate(handle, 1):
-                if not raw.strip():
+        for lineno, raw in self._lines(filepath):
+            if not raw.strip():
+                continue
+            with self.track_time():
+                try:
+                    record = json.loads(raw.decode("utf-8-sig"))  # -sig: a leading BOM is not JSON
+                except UnicodeDecodeError:
+                    self._skip("non-utf8", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace"))
                     continue
-                with self.track_time():
-                    try:
-                        record = json.loads(raw.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        self._skip("non-utf8", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace"))
-                        continue
-                    except json.JSONDecodeError:
-                        self._skip(
-                            "malformed-json", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace")
-                        )
-                        continue
-                    document = self._make_document(record, filepath, lineno)
-                if document is not None:
-                    yield document
+                except json.JSONDecodeError:
+                    self._skip("malformed-json", filepath, lineno, raw[:_EXCERPT].decode("utf-8", "replace"))
+                    continue
+                document = self._make_document(record, filepath, lineno)
+            if document is not None:
+                yield document
 
 
 class ParquetSource(_ValidatingSource, BaseDiskReader):
@@ -171,25 +227,35 @@ class ParquetSource(_ValidatingSource, BaseDiskReader):
         glob_pattern: str | None = None,
         min_chars: int = 1,
         max_chars: int = 2_000_000,
-        metadata_fields=METADATA_FIELDS,
+        metadata_fields: Iterable[str] | Mapping[str, str] = METADATA_FIELDS,
+        language: str | None = None,
+        recursive: bool = True,
         batch_size: int = 1000,
     ):
         self._name_source("parquet", source_name)
-        super().__init__(data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern)
-        self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
+        super().__init__(
+            data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern, recursive=recursive
+        )
+        self._init_source(
+            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language
+        )
         self.batch_size = batch_size
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with self.data_folder.open(filepath, "rb") as handle, pq.ParquetFile(handle) as parquet:
-            row = 0
-            for batch in parquet.iter_batches(batch_size=self.batch_size):
-                for record in batch.to_pylist():
-                    row += 1
-                    document = self._make_document(record, filepath, row)
-                    if document is not None:
-                        yield document
+        row = 0
+        try:
+            with self.data_folder.open(filepath, "rb") as handle, pq.ParquetFile(handle) as parquet:
+                for batch in parquet.iter_batches(batch_size=self.batch_size):
+                    for record in batch.to_pylist():
+                        row += 1
+                        document = self._make_document(record, filepath, row)
+                        if document is not None:
+                            yield document
+        except (pa.ArrowException, OSError) as err:  # truncated or corrupt file: keep the rows before
+            self._skip("truncated-or-corrupt-file", filepath, row + 1, f"rest of the file unreadable: {err}")
 
 
 class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
@@ -205,11 +271,23 @@ class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
         id_key: str = "id",
         min_chars: int = 1,
         max_chars: int = 2_000_000,
-        metadata_fields=METADATA_FIELDS,
+        metadata_fields: Iterable[str] | Mapping[str, str] = METADATA_FIELDS,
+        language: str | None = None,
     ):
         self._name_source("hf_disk", source_name)
         super().__init__(dataset_path, text_key=text_key, id_key=id_key, load_from_disk=True)
-        self._init_source(source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields)
+        self._init_source(
+            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language
+        )
 
     def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):
         return self._make_document(data, source_file, id_in_file)
+
+
+class StageOutputReader(JsonlReader):
+    """The JSONL a previous executor of the run wrote; none at all (every document was filtered out)
+    is an empty input here, so that the run reaches its report instead of datatrove's "No files"."""
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if self.data_folder.exists("") and self.data_folder.list_files(glob_pattern=self.glob_pattern):
+            yield from super().run(data, rank, world_size)

