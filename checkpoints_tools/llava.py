@@ -9,7 +9,8 @@ The language model goes through the text mapping of its architecture (models/: t
 `models.llava.VIT_HF_RULES`. The export holds config.json (LlavaConfig: CLIPVisionConfig +
 the text config, image_token_id = the tokenizer's image token, vision_feature_layer -1, the class
 token dropped or kept as trained), model.safetensors, the tokenizer and a LlavaProcessor whose
-CLIPImageProcessor reproduces the training preprocessing (data/images.to_pixels). CLIP's
+CLIPImageProcessor reproduces the training preprocessing (data/images.to_pixels) and whose chat
+template renders the training text format (data/vl_data.chat_template), so `infi eval` asks in it. CLIP's
 post_layernorm, which LLaVA never applies to the features it uses, is written as identity.
 """
 
@@ -92,6 +93,8 @@ def export(
     from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint, single_process_group
     from megatron_infi.checkpoints_tools.to_hf import resolve_tokenizer
     from megatron_infi.data.images import CLIP_MEAN, CLIP_STD
+    from megatron_infi.data.tokenizer import load_tokenizer
+    from megatron_infi.data.vl_data import chat_template
     from megatron_infi.models.llava import vit_rules, vit_to_hf
     from megatron_infi.utils import atomic_dir
 
@@ -126,6 +129,7 @@ def export(
     tensors[post + "weight"] = torch.ones(vision.hidden_size)
     tensors[post + "bias"] = torch.zeros(vision.hidden_size)
     _check_names(config, tensors)
+    tokenizer = load_tokenizer(tokenizer_dir)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(
             size={"shortest_edge": vision.image_size},
@@ -133,11 +137,17 @@ def export(
             image_mean=list(CLIP_MEAN),
             image_std=list(CLIP_STD),
         ),
-        tokenizer=_load_tokenizer(tokenizer_dir),
+        tokenizer=tokenizer.hf,
         patch_size=vision.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         image_token=vision.image_token,
         num_additional_image_tokens=1,
+        # Prompts at inference in the training text format (USER: <image>\n... ASSISTANT:).
+        chat_template=chat_template(
+            tokenizer.hf.bos_token or "",
+            vision.image_token,
+            tokenizer.hf.convert_ids_to_tokens(tokenizer.eod_id),
+        ),
     )
     with atomic_dir(Path(out_dir)) as tmp:
         save_file(
@@ -156,12 +166,6 @@ def export(
         }
         (tmp / "megatron_infi_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return Path(out_dir)
-
-
-def _load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 def _check_names(config, tensors: dict) -> None:

@@ -8,9 +8,11 @@
       -> render: text rendered to images -> render records + instruct records
 
 Output (`output_dir`): align/, render/, instruct/ (LLaVA-style conversation JSONL, one image per
-record, see conversations.py), clean/ (datatrove JSONL), quarantine/, logs/ (datatrove stats per
-stage), similarity_model/ (when trained), and report.json + similarity.png (the score histogram
-from which a threshold is chosen, as in the paper).
+record, see conversations.py), eval/vqa.jsonl + eval/ocr.jsonl (the held-out toy benchmarks, `infi
+eval`'s vqa format), clean/ (datatrove JSONL), quarantine/, logs/ (datatrove stats per stage),
+similarity_model/ (when trained), and report.json + similarity.png (the score histogram from which a
+threshold is chosen, as in the paper). With `build_llama3_tokenizer`, the Llama-3 tokenizer the
+stages train with is written to `tokenizer` first.
 """
 
 from __future__ import annotations
@@ -64,7 +66,13 @@ class VLSimilarityConfig:
 @dataclass
 class VLDataConfig:
     output_dir: str = "runs/vl/data"
+    # HF tokenizer dir with the image token (vision.image_token) of the models that train on the data.
     tokenizer: str = ""
+    # Write the real Llama-3 tokenizer (llama-models package; `<|image|>` is one of its special tokens)
+    # to `tokenizer` first, unless it is there already: what the toy stage configs train with.
+    build_llama3_tokenizer: bool = False
+    # Fraction of the pairs (by id) held out of every training stage for the toy benchmarks (eval/).
+    eval_fraction: float = 0.0
     sources: VLSourcesConfig = field(default_factory=VLSourcesConfig)
     render: VLRenderConfig = field(default_factory=VLRenderConfig)
     similarity: VLSimilarityConfig = field(default_factory=VLSimilarityConfig)
@@ -77,6 +85,10 @@ class VLDataConfig:
         s = self.similarity
         if s.model_dir is None and s.train and not self.tokenizer:
             raise ConfigError("tokenizer", "is required to train the similarity model (similarity.train)")
+        if self.build_llama3_tokenizer and not self.tokenizer:
+            raise ConfigError("tokenizer", "is required with build_llama3_tokenizer (the dir to write)")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
 
 
 def _execute(name: str, pipeline: list, out: Path) -> dict:
@@ -154,6 +166,10 @@ def run(cfg: VLDataConfig) -> dict:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.build_llama3_tokenizer:
+        from megatron_infi.data.tokenizer import build_llama3_tokenizer
+
+        build_llama3_tokenizer(cfg.tokenizer)
     quarantine = str(out / "quarantine")
     jsonl = list(cfg.sources.jsonl)
     if cfg.sources.packaged_digits:
@@ -184,9 +200,11 @@ def run(cfg: VLDataConfig) -> dict:
             ),
             JsonlWriter(str(out / "scored"), compression=None),
         ]
+    holdout = cfg.eval_fraction
     pairs += [
-        ConversationWriter(str(out), "align", cfg.seed),
-        ConversationWriter(str(out), "instruct", cfg.seed, file_prefix="pairs_"),
+        ConversationWriter(str(out), "align", cfg.seed, holdout=holdout),
+        ConversationWriter(str(out), "instruct", cfg.seed, file_prefix="pairs_", holdout=holdout),
+        ConversationWriter(str(out), "eval", cfg.seed, file_prefix="pairs_", holdout=holdout),
     ]
     report["stages"]["pairs"] = _execute("pairs", pairs, out)
     r = cfg.render
@@ -205,8 +223,9 @@ def run(cfg: VLDataConfig) -> dict:
             [
                 JsonlReader(str(text_dir), compression=None),
                 TextRenderer(str(out / "render_images"), style),
-                ConversationWriter(str(out), "render", cfg.seed),
-                ConversationWriter(str(out), "instruct", cfg.seed, file_prefix="render_"),
+                ConversationWriter(str(out), "render", cfg.seed, holdout=holdout),
+                ConversationWriter(str(out), "instruct", cfg.seed, file_prefix="render_", holdout=holdout),
+                ConversationWriter(str(out), "eval", cfg.seed, file_prefix="render_", holdout=holdout),
             ],
             out,
         )
@@ -216,18 +235,40 @@ def run(cfg: VLDataConfig) -> dict:
         for stage in ("align", "render", "instruct")
         if (out / stage).is_dir()
     }
+    report["eval"] = _split_eval_tasks(out / "eval")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
+def _split_eval_tasks(folder: Path) -> dict[str, int]:
+    """The eval writers' per-pipeline files -> one benchmark file per task (eval/vqa.jsonl, ...)."""
+    from megatron_infi.utils import atomic_write_text
+
+    parts = sorted(p for p in folder.glob("*_*.jsonl"))
+    by_task: dict[str, list[str]] = {}
+    for part in parts:
+        for line in part.read_text(encoding="utf-8").splitlines():
+            by_task.setdefault(json.loads(line)["task"], []).append(line + "\n")
+    for task, lines in by_task.items():
+        atomic_write_text(folder / f"{task}.jsonl", "".join(lines))
+    for part in parts:
+        part.unlink()
+    return {task: len(lines) for task, lines in sorted(by_task.items())}
+
+
 def _train_similarity(out: Path, cfg: VLDataConfig, model_dir: str) -> dict:
+    """A small CLIP on the cleaned caption pairs, the held-out ones excepted (its ViT starts the VL
+    model's, which must not have seen the benchmark images with their captions)."""
     from megatron_infi.data.images import open_checked
+    from megatron_infi.data_processing.vision.conversations import held_out
     from megatron_infi.data_processing.vision.similarity import ClipTrainConfig, train_clip
 
     pairs = []
     for file in sorted((out / "clean").glob("*.jsonl")):
         for line in file.read_text().splitlines():
             record = json.loads(line)
+            if held_out(record["id"], cfg.eval_fraction, cfg.seed):
+                continue
             if record["metadata"].get("kind") == "caption":
                 pairs.append((open_checked(record["metadata"]["image"]), record["text"]))
     train_cfg = ClipTrainConfig(

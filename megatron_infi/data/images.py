@@ -78,9 +78,11 @@ def to_pixels(image: Image.Image, size: int) -> np.ndarray:
     scaled to [0, 1] and normalised with CLIP's mean/std. Equal to transformers' CLIPImageProcessor
     with shortest_edge=crop=size (the HF export writes that processor)."""
     width, height = image.size
-    scale = size / min(width, height)
+    short = min(width, height)
+    # The longer side as HF computes it (truncated, not rounded): a 512x600 image -> 32x37.
     resized = image.resize(
-        (max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BICUBIC
+        (max(size, int(size * width / short)), max(size, int(size * height / short))),
+        Image.Resampling.BICUBIC,
     )
     left = (resized.width - size) // 2
     top = (resized.height - size) // 2

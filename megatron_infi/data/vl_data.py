@@ -79,6 +79,28 @@ def encode_conversation(turns: list[dict], tokenizer, image_token_id: int) -> tu
     return ids, flags
 
 
+def chat_template(bos_token: str, image_token: str, eod_token: str) -> str:
+    """The Jinja chat template that renders a conversation the way `encode_conversation` encodes it
+    (the HF export's processor carries it, so prompts at inference are the training text): user
+    turns as `USER: <image>\\n{text}\\n` (HF's multimodal parts: an image part becomes the image
+    token), assistant turns as `ASSISTANT: {text}<eod>\\n`, and the generation prompt `ASSISTANT:`.
+    Newlines are Jinja expressions: transformers renders with trim_blocks, which would drop a
+    literal newline after a tag."""
+    newline = "{{ '\\n' }}"
+    parts = (
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
+        f"{image_token}{newline}"
+        "{% else %}{{ part['text'] }}{% endif %}{% endfor %}"
+    )
+    user = f"USER: {{% if message['content'] is string %}}{{{{ message['content'] }}}}{{% else %}}{parts}{{% endif %}}"
+    assistant = f"ASSISTANT: {{{{ message['content'] | trim }}}}{eod_token}"
+    return (
+        f"{bos_token}{{% for message in messages %}}{{% if message['role'] == 'user' %}}{user}{newline}"
+        f"{{% else %}}{assistant}{newline}{{% endif %}}{{% endfor %}}"
+        "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    )
+
+
 class ConversationDataset(torch.utils.data.Dataset):
     """`num_samples` samples drawn epoch by epoch (seeded permutations) from `records`."""
 

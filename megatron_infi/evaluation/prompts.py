@@ -23,7 +23,10 @@ CODE_FENCE = re.compile(r"```(?:python|py|Python3?)?[ \t]*\n(.*?)(?:```|$)", re.
 CODE_COMPLETION_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
 
 
-def chat_messages(problem: Problem) -> list[dict[str, str]]:
+def chat_messages(problem: Problem) -> list[dict]:
+    if problem.image:  # the image, then the question (HF's multimodal message parts)
+        content = [{"type": "image", "path": problem.image}, {"type": "text", "text": problem.question}]
+        return [{"role": "user", "content": content}]
     if problem.kind == "math":
         text = f"{problem.question}\n{MATH_INSTRUCTION}"
     elif problem.kind == "choice":
@@ -66,7 +69,8 @@ def _mbpp_shot(problem: Problem, code: str | None) -> str:
 
 
 def fewshot_prompt(problem: Problem, shots: list[Problem]) -> tuple[str, list[str]]:
-    """(prompt text, stop strings) for a base model."""
+    """(prompt text, stop strings) for a base model (questions about images are asked in chat mode:
+    EvalConfig refuses few-shot there)."""
     if problem.kind == "math":
         parts = [_math_shot(s) for s in shots] + [f"Question: {problem.question}\nAnswer:"]
         return "\n\n".join(parts), ["\n\nQuestion:", "Question:"]

@@ -57,6 +57,7 @@ RULES = [
     ("sft_data/*synthesize.yaml", "megatron_infi.data_processing.sft.synthesize", []),
     ("sft_data/*.yaml", "megatron_infi.data_processing.sft.select", []),
     ("vl/data_*.yaml", "megatron_infi.data_processing.vision.pipeline", []),
+    ("vl/eval_*.yaml", "megatron_infi.evaluation.run", []),
     ("vl/*.yaml", "megatron_infi.train", []),
 ]
 CONFIGS = sorted(

@@ -175,3 +175,59 @@ def test_similarity_filter_separates_matched_from_mismatched_digits(tmp_path, ll
 @pytest.fixture(autouse=True)
 def _quiet_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+
+
+def test_held_out_pairs_become_benchmarks_and_leave_every_training_stage(tmp_path):
+    """A seeded fraction of the pairs (by id) goes to eval/ only: vqa items for digits, ocr items for
+    rendered text, none of their ids in align / instruct / render; the split is the same on rerun."""
+    from datatrove.data import Document
+
+    from megatron_infi.data_processing.vision.conversations import (
+        DIGIT_QUESTION,
+        FIRST_WORD_QUESTION,
+        ConversationWriter,
+        held_out,
+    )
+    from megatron_infi.data_processing.vision.pipeline import _split_eval_tasks
+
+    docs = [
+        Document(
+            text=f"a handwritten digit {i % 10}",
+            id=f"d{i}",
+            metadata={"image": f"/d{i}.png", "kind": "caption"},
+        )
+        for i in range(60)
+    ] + [
+        Document(
+            text=f"word{i} and more\nsecond line",
+            id=f"r{i}",
+            metadata={"image": f"/r{i}.png", "kind": "render"},
+        )
+        for i in range(60)
+    ]
+    held = {d.id for d in docs if held_out(d.id, 0.2, seed=3)}
+    assert 0 < len(held) < 60  # a fraction, from both kinds
+    assert {d.id for d in docs if held_out(d.id, 0.2, seed=3)} == held
+    for stage, prefix in (("align", ""), ("render", ""), ("instruct", "pairs_"), ("eval", "pairs_")):
+        _run(
+            [
+                lambda data, rank, world_size: iter(docs),
+                ConversationWriter(str(tmp_path), stage, 3, prefix, 0.2),
+            ]
+        )
+    trained = {
+        json.loads(line)["id"].split(":")[0]
+        for stage in ("align", "render", "instruct")
+        for line in next((tmp_path / stage).glob("*.jsonl")).read_text().splitlines()
+    }
+    assert trained == {d.id for d in docs} - held
+    counts = _split_eval_tasks(tmp_path / "eval")
+    vqa = [json.loads(line) for line in (tmp_path / "eval" / "vqa.jsonl").read_text().splitlines()]
+    ocr = [json.loads(line) for line in (tmp_path / "eval" / "ocr.jsonl").read_text().splitlines()]
+    assert counts == {"ocr": len(ocr), "vqa": len(vqa)}
+    assert {r["id"] for r in vqa + ocr} == held
+    for record in vqa:
+        assert (record["question"], record["answer"]) == (DIGIT_QUESTION, str(int(record["id"][1:]) % 10))
+    for record in ocr:
+        assert (record["question"], record["answer"]) == (FIRST_WORD_QUESTION, f"word{record['id'][1:]}")
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["ocr.jsonl", "vqa.jsonl"]

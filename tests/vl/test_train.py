@@ -3,53 +3,12 @@ the language model starts from a text checkpoint, and the HF LLaVA export has th
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.training.launch import base_config, losses, run_train
+from tests.training.launch import losses, run_train, train_in_process
+from tests.vl.conftest import vl_config
 
 STEPS = 3
-
-
-@pytest.fixture(scope="module")
-def conversations(tmp_path_factory):
-    """Caption conversations over 40 real handwritten digits and the packaged photos."""
-    from megatron_infi.data_processing.vision.packaged import write_sources
-
-    root = tmp_path_factory.mktemp("vl_data")
-    pairs = write_sources(root, digits=40, resized_copies=0)
-    out = root / "align.jsonl"
-    rows = []
-    for line in pairs.read_text().splitlines():
-        record = json.loads(line)
-        rows.append(
-            {
-                "id": record["id"],
-                "image": str((root / record["image"]).resolve()),
-                "conversations": [
-                    {"from": "human", "value": "<image>\nDescribe the image briefly."},
-                    {"from": "gpt", "value": record["text"]},
-                ],
-            }
-        )
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return out
-
-
-def vl_config(run_dir, tokenizer, conversations, **sections) -> dict:
-    cfg = base_config(run_dir, tokenizer, "unused", **sections)
-    cfg["data"] = {
-        "tokenizer": str(tokenizer),
-        "conversations": [str(conversations)],
-        "seq_length": 48,
-        "split": "90,10,0",
-    }
-    cfg["stage"] = "vl-align"
-    vision = {"preset": "tiny-vit", "freeze_vision_model": False}
-    vision.update(sections.get("vision", {}))
-    cfg["vision"] = vision
-    return cfg
 
 
 @pytest.mark.dist
@@ -77,47 +36,65 @@ def test_tp2_matches_tp1(tmp_path, llama3_tokenizer_dir, conversations):
     assert got[STEPS] < got[1]
 
 
-def test_resume_is_exact_and_the_export_matches(tmp_path, llama3_tokenizer_dir, conversations, boolq_corpus):
-    """One process: a text checkpoint -> a VL run whose language model starts from it (projector and
-    ViT training, LM frozen), 4 steps straight vs 2 + resume 2; then the HF LLaVA export of the
-    result has the checkpoint's logits and gives the ViT back unchanged."""
+def test_resume_is_exact_and_starts_from_the_text_checkpoint(tmp_path, trained_vl, conversations):
+    """4 steps straight (the fixture's run) vs 2 + resume 2 from the same text checkpoint: the same
+    losses; the language model is the text checkpoint's, frozen."""
     import torch
 
-    from megatron_infi.checkpoints_tools.llava import export
-    from megatron_infi.checkpoints_tools.llava_verify import verify
-    from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint
+    from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint, single_process_group
     from megatron_infi.training.distributed import shutdown
 
-    tokenizer, prefix = boolq_corpus
-    text = base_config(tmp_path / "text", tokenizer, prefix, train={"train_iters": 1})
-    run_train(text)
-    vision = {"language_model_load": str(tmp_path / "text" / "checkpoints"), "freeze_language_model": True}
-    full = vl_config(tmp_path / "full", tokenizer, conversations, train={"train_iters": 4}, vision=vision)
-    run_train(full)
+    root, tokenizer = trained_vl["root"], trained_vl["tokenizer"]
     parts = vl_config(
         tmp_path / "parts",
         tokenizer,
         conversations,
         train={"train_iters": 4, "exit_interval": 2},
-        vision=vision,
+        vision=trained_vl["vision"],
     )
-    run_train(parts)
+    train_in_process(parts)
+    shutdown()
     assert sorted(losses(tmp_path / "parts")) == [1, 2]
-    run_train(parts)  # resumes at 2 and finishes
-    assert losses(tmp_path / "parts") == losses(tmp_path / "full")
+    train_in_process(parts)  # resumes at 2 and finishes
+    shutdown()
+    assert losses(tmp_path / "parts") == losses(root / "full")
 
-    text_ckpt = McoreCheckpoint(tmp_path / "text" / "checkpoints")
-    vl_ckpt = McoreCheckpoint(tmp_path / "full" / "checkpoints")
+    single_process_group()
+    text_ckpt = McoreCheckpoint(root / "text" / "checkpoints")
+    vl_ckpt = McoreCheckpoint(root / "full" / "checkpoints")
     key = "embedding.word_embeddings.weight"
-    assert torch.equal(
-        text_ckpt.read_global([key])[key],
-        vl_ckpt.read_global(["language_model." + key])["language_model." + key],
-    )
-    shutdown()
+    try:
+        assert torch.equal(
+            text_ckpt.read_global([key])[key],
+            vl_ckpt.read_global(["language_model." + key])["language_model." + key],
+        )
+    finally:
+        shutdown()
 
-    hf_dir = export(tmp_path / "full" / "checkpoints", tmp_path / "hf")
-    shutdown()
-    report = verify(tmp_path / "full" / "checkpoints", hf_dir)
-    shutdown()
+
+def test_hf_export_has_the_checkpoints_logits(trained_vl):
+    from megatron_infi.checkpoints_tools.llava_verify import verify
+    from megatron_infi.training.distributed import shutdown
+
+    try:
+        report = verify(trained_vl["root"] / "full" / "checkpoints", trained_vl["hf"])
+    finally:
+        shutdown()
     assert report["passed"], report
     assert report["max_abs_diff"] <= 1e-3
+
+
+@pytest.mark.parametrize(
+    "parallel", [{"pipeline": 2}, {"tensor": 2, "sequence_parallel": True}], ids=["pp2", "sp"]
+)
+def test_pipeline_and_sequence_parallel_are_refused_at_config_time(tmp_path, parallel):
+    """LLaVAModel runs with TP (and DP) only: the config names the field before anything is built."""
+    import megatron_infi.models  # noqa: F401  (registers the architectures the config names)
+    from megatron_infi.config.core import ConfigError, from_dict, validate_tree
+    from megatron_infi.config.schema import TrainConfig
+
+    cfg = vl_config(tmp_path, tmp_path / "tok", tmp_path / "c.jsonl", parallel=parallel)
+    cfg["model"]["num_layers"] = 2
+    with pytest.raises(ConfigError, match="tensor parallelism only") as info:
+        validate_tree(from_dict(TrainConfig, TrainConfig.preprocess(cfg)))
+    assert info.value.field == "parallel"
