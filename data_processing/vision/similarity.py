@@ -92,7 +92,9 @@ class ClipTrainConfig:
     max_text_tokens: int = 32
     steps: int = 200
     batch_size: int = 32
-    lr: float = 2e-3
+    # 2e-3 collapses on digits (every caption and image to one feature: loss stays at ln(batch));
+    # 5e-4 learns them (measured: 100 steps, batch 10, loss 2.33 -> ~1.3).
+    lr: float = 5e-4
     seed: int = 0
 
 

@@ -113,6 +113,7 @@ def test_renderer_draws_exactly_the_visible_prefix_of_real_text():
     assert shown.splitlines() == ["def f(x):", "    return x + 1"]
 
 
+@pytest.mark.slow  # 150 CLIP steps with Llama-3's 128k-token embedding
 def test_similarity_filter_separates_matched_from_mismatched_digits(tmp_path, llama3_tokenizer_dir):
     """A small CLIP trained on 500 real handwritten digits scores held-out digits higher with their
     own caption than with another digit's, and the filter drops the mismatched pairs."""
