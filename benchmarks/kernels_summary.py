@@ -1,5 +1,5 @@
 """Summarise a `benchmarks/gpu_kernels.sh` results dir: print the tables, write summary.md and
-summary.json beside the inputs, and (when matplotlib is installed) kernels.png.
+summary.json beside the inputs, and kernels.png.
 
     python benchmarks/kernels_summary.py RESULTS_DIR
 """
@@ -29,7 +29,7 @@ def model_label(r: dict) -> str:
         return "HF + Liger" if r.get("liger") else "HF (SDPA)"
     extra = "" if r.get("recompute", "none") == "none" else f", recompute={r['recompute']}"
     extra += ", wgrad fusion" if r.get("wgrad_fusion") else ""
-    extra += ", fused AdamW" if r.get("fused_adam") else ""
+    extra += f", AdamW {r['optimizer_impl']}" if r.get("optimizer_impl") else ""
     return f"mcore kernels={r.get('kernels')}, mb={r.get('mb')}{extra}"
 
 
@@ -50,16 +50,38 @@ def tests_line(path: Path) -> str:
     return line + (f" ({', '.join(failed)})" if failed else "")
 
 
+def selfcheck_line(out: Path) -> str:
+    """The correctness verdict of `python -m megatron_infi.kernels.selfcheck` (run where pytest is not)."""
+    path = out / "kernels_selfcheck.json"
+    if not path.exists():
+        return "kernel self-check: not run"
+    ops = json.loads(path.read_text()).get("ops", {})
+    failed = [name for name, r in ops.items() if not r.get("ok")]
+    return f"kernel self-check: {len(ops) - len(failed)} of {len(ops)} ok" + (
+        f" (failed: {', '.join(failed)})" if failed else ""
+    )
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def summarise(out: Path) -> str:
     trainer_rows = read_jsonl(out / "throughput.jsonl")
     model = read_jsonl(out / "model.jsonl")
     ops = read_jsonl(out / "kernels_ops.jsonl")
     parity = read_jsonl(out / "parity.jsonl")
-    lines = ["# Kernels on the GPU", "", tests_line(out / "tests.xml")]
+    lines = ["# Kernels on the GPU", "", tests_line(out / "tests.xml"), selfcheck_line(out)]
+    lines += [f"resolved: {line}" for line in read_lines(out / "fusions.jsonl")]
     for p in parity:
+        tol = p.get("tolerances", {})
         lines.append(
-            f"loss-curve parity (20 steps, triton vs torch): max |diff| {p.get('max_abs_diff')} "
-            f"(tolerance {p.get('tolerance')}), loss {p.get('triton', ['?'])[0]} -> {p.get('triton', ['?'])[-1]}"
+            f"loss-curve parity ({p.get('steps')} steps, triton vs torch): "
+            f"{'ok' if p.get('ok') else 'FAILED'}; step 0 |loss diff| {p.get('step0_loss_abs')} "
+            f"(<= {tol.get('step0_loss_abs')}), grad norm {p.get('step0_grad_norm_rel')} relative "
+            f"(<= {tol.get('step0_grad_norm_rel')}); mean |diff| {p.get('mean_abs_diff')} "
+            f"(<= {tol.get('mean_abs_diff')}), max {p.get('max_abs_diff')}; "
+            f"loss {p.get('triton', ['?'])[0]} -> {p.get('triton', ['?'])[-1]}"
         )
     lines += ["", "## Whole model: llama3.2-1b, seq 4096 (benchmarks/train_throughput.py)", ""]
     lines += [
@@ -109,26 +131,18 @@ def summarise(out: Path) -> str:
 
 
 def plot(out: Path, model: list[dict], parity: list[dict]) -> None:
-    try:
-        import matplotlib
+    from megatron_infi.plots import label_axes, pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     rows = [r for r in model if "tokens_per_s" in r]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    if rows:
-        axes[0].barh([r["label"] for r in rows], [r["tokens_per_s"] for r in rows])
-        axes[0].set_xlabel("tokens/s (llama3.2-1b, seq 4096, 1 GPU)")
+    fig, axes = pyplot().subplots(1, 2, figsize=(12, 4))
+    axes[0].barh([r["label"] for r in rows], [r["tokens_per_s"] for r in rows])
+    label_axes(axes[0], "tokens/s (llama3.2-1b, seq 4096, 1 GPU)", "kernel configuration")
     for p in parity[-1:]:
         axes[1].plot(p["torch"], label="kernels=torch")
         axes[1].plot(p["triton"], label="kernels=triton", linestyle="--")
-        axes[1].set_xlabel("step")
-        axes[1].set_ylabel("loss")
         axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(out / "kernels.png", dpi=120)
+    label_axes(axes[1], "step", "loss", "loss with torch vs Triton kernels")
+    save_figure(fig, out / "kernels.png", dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

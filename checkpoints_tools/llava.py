@@ -12,20 +12,31 @@ token dropped or kept as trained), model.safetensors, the tokenizer and a LlavaP
 CLIPImageProcessor reproduces the training preprocessing (data/images.to_pixels) and whose chat
 template renders the training text format (data/vl_data.chat_template), so `infi eval` asks in it. CLIP's
 post_layernorm, which LLaVA never applies to the features it uses, is written as identity.
+
+input:
+  --load CKPT: a VL checkpoint root written by `infi train` with a `vision:` section
+  (<run_dir>/checkpoints; the newest iteration unless --iteration), or one iter_XXXXXXX dir
+
+output (under --out DIR):
+  config.json (LlavaConfig), model.safetensors, tokenizer files, processor (CLIP preprocessing +
+  chat template): loads with LlavaForConditionalGeneration; the `path` of an `infi eval` model
+
+example: infi convert vl-to-hf --load runs/vl/instruct/checkpoints --out runs/vl/hf
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from megatron_infi.config.core import ConfigError
+from megatron_infi.config.core import command_parser
+from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.models import architecture
 from megatron_infi.models.hf_mapping import ConversionError, to_hf
+from megatron_infi.training import patches
 
 
 def _language_name(hf_name: str) -> str:
@@ -87,7 +98,6 @@ def export(
     load, out_dir, iteration: int | None = None, *, dtype: str | None = None, tokenizer: str | None = None
 ) -> Path:
     from safetensors.torch import save_file
-    from transformers import CLIPImageProcessor, LlavaProcessor
 
     from megatron_infi.checkpoints_tools import hf_io
     from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint, single_process_group
@@ -130,6 +140,8 @@ def export(
     tensors[post + "bias"] = torch.zeros(vision.hidden_size)
     _check_names(config, tensors)
     tokenizer = load_tokenizer(tokenizer_dir)
+    from transformers import CLIPImageProcessor, LlavaProcessor  # after the checkpoint checks: it warns
+
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(
             size={"shortest_edge": vision.image_size},
@@ -188,12 +200,10 @@ def _check_names(config, tensors: dict) -> None:
             )
 
 
+@command("infi convert vl-to-hf")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="infi convert vl-to-hf",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    quiet_logs()
+    parser = command_parser("infi convert vl-to-hf", __doc__)
     parser.add_argument(
         "--load", required=True, help="VL checkpoint root (uses latest) or an iter_XXXXXXX dir"
     )
@@ -202,11 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto", help="auto (as in the checkpoint), bf16 or fp32")
     parser.add_argument("--tokenizer", help="tokenizer dir to export instead of the recorded one")
     args = parser.parse_args(argv)
+    patches.apply()
     try:
         out = export(args.load, args.out, args.iteration, dtype=args.dtype, tokenizer=args.tokenizer)
-    except (ConversionError, ConfigError) as err:
-        print(f"infi convert vl-to-hf: {err}", file=sys.stderr)
-        return 2
     finally:
         from megatron_infi.training.distributed import shutdown
 

@@ -7,20 +7,30 @@ The megatron-core LLaVAModel is built by the trainer's code under any TP and loa
 photos shipped in matplotlib (preprocessed by data/images.to_pixels) and real BoolQ text, the image
 as one token for megatron-core (which expands it) and as `image_seq_length` tokens for HF. Passes
 when max |logit diff| <= 1e-3 and top-1 agreement >= 0.99 (fp32), like the text verify.
+
+input:
+  --load CKPT: the VL checkpoint root (or iter_XXXXXXX dir); --hf DIR: its `infi convert vl-to-hf` export
+
+output:
+  one line PASSED / FAILED with the max |logit diff| and top-1 agreement (exit 1 on FAILED);
+  --json FILE: the report
+
+example: infi convert vl-verify --load runs/vl/instruct/checkpoints --hf runs/vl/hf
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-from megatron_infi.config.core import ConfigError
+from megatron_infi.config.core import command_parser
+from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.models.hf_mapping import ConversionError
+from megatron_infi.training import patches
 
 
 def sample_inputs(cfg, tokenizer_dir: Path, num_sequences: int, text_length: int):
@@ -112,23 +122,19 @@ def verify(
     return report
 
 
+@command("infi convert vl-verify")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="infi convert vl-verify",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    quiet_logs()
+    parser = command_parser("infi convert vl-verify", __doc__)
     parser.add_argument("--load", required=True)
     parser.add_argument("--hf", required=True)
     parser.add_argument("--iteration", type=int)
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args(argv)
+    patches.apply()
     try:
         report = verify(args.load, args.hf, args.iteration, tp=args.tp)
-    except (ConversionError, ConfigError) as err:
-        print(f"infi convert vl-verify: {err}", file=sys.stderr)
-        return 2
     finally:
         from megatron_infi.training.distributed import shutdown
 

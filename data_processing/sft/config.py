@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.prompt import PromptContract
+from megatron_infi.data_processing.executor import ExecutorConfig
 from megatron_infi.generation import GenerationConfig
 
 DEFAULT_MATH_DOMAINS = [
@@ -36,35 +38,6 @@ class InputSpec:
     def validate(self) -> None:
         if not self.path:
             raise ConfigError("path", "is required")
-
-
-@dataclass
-class SlurmConfig:
-    partition: str = "cpu"
-    time: str = "04:00:00"
-    cpus_per_task: int = 4
-    mem_per_cpu_gb: int = 4
-    gpus_per_task: int = 0
-    qos: str = "normal"
-    venv_path: str | None = None
-    env_command: str | None = None
-    sbatch_args: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ExecutorConfig:
-    """datatrove executor for the sharded steps: `tasks` shards, `workers` of them at once."""
-
-    kind: Literal["local", "slurm"] = "local"
-    tasks: int = 1
-    workers: int = 1  # local: processes at once (-1: all tasks)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-
-    def validate(self) -> None:
-        if self.tasks < 1:
-            raise ConfigError("tasks", f"must be >= 1, got {self.tasks}")
-        if self.workers == 0 or self.workers < -1:
-            raise ConfigError("workers", f"must be >= 1 or -1, got {self.workers}")
 
 
 @dataclass
@@ -220,6 +193,7 @@ class SelectConfig:
     difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    prompt: PromptContract = field(default_factory=PromptContract)  # how the written records' prompts look
 
     def validate(self) -> None:
         if not self.inputs:
@@ -303,7 +277,9 @@ class SynthesizeConfig:
     overwrite: bool = False
     llm: GenerationConfig | None = None  # the teacher (and labeller)
     evolver: GenerationConfig | None = None  # the LLM that rewrites instructions (default: llm)
-    system_prompt: str = "You are a helpful assistant. Think step by step before answering."
+    # The teacher is asked, and the records are written, under the prompt contract (system prompt and
+    # the instruction of each task), the same one SFT and eval use.
+    prompt: PromptContract = field(default_factory=PromptContract)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     rejection: RejectionConfig = field(default_factory=RejectionConfig)

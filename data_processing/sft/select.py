@@ -1,4 +1,4 @@
-"""`infi data sft-select --config X.yaml [k=v ...]`: InfiAlign's SFT data selection.
+"""InfiAlign's SFT data selection: a large SFT pool -> a small, clean, diverse two-phase curriculum.
 
 Four datatrove stages, each skipped when finished (completion markers under work/<stage>/):
   prepare  (N tasks)  read + convert -> language ID -> teacher CoT -> response tokens -> rule filters
@@ -12,6 +12,28 @@ data; quality runs after selection because verification and corrections are the 
 
 A stage that has to (re)run invalidates the stages after it. The resolved config is kept in the
 output dir; rerunning with a different config fails unless `overwrite=true`.
+
+input:
+  inputs[*].path: a file, a dir or a glob of .jsonl, .jsonl.gz, .json (a list) or .parquet; each
+  record in one of these formats (`format: auto` tells them apart by their keys):
+    messages  {"messages": [{"role": "user", "content": "What is 2+3?"},
+                            {"role": "assistant", "content": "2+3=5. \\\\boxed{5}"}]}
+    sharegpt  {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}
+    alpaca    {"instruction": "...", "input": "", "output": "..."}
+    qa        {"question": "What is 2+3?", "solution": "2+3=5", "answer": "5"}
+              (code: "tests" / "entry_point"; no solution: question only)
+  malformed records are skipped and counted with their file:line
+  decontamination.benchmarks: JSONL files of benchmark problems whose near-copies are dropped
+
+output (under output_dir):
+  phase1.jsonl, phase2.jsonl    the curriculum, canonical SFT records with selection scores in meta:
+                                `infi sft`'s phases[*].data
+      {"messages": [...], "meta": {"id": "...", "source": "...", "domain": "Algebra", ...}}
+      (prompts rendered under the config's `prompt:` contract, recorded in meta.prompt_contract)
+  selection_report.md, selection_stats.json, *.png    what each step kept and dropped
+  config.yaml, work/<stage>/                           the resolved config, intermediates (resume)
+
+example config: launch/configs/sft_data/demo.yaml (toy), infialign_select.yaml (paper scale)
 """
 
 from __future__ import annotations
@@ -25,8 +47,13 @@ from pathlib import Path
 from typing import Any
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config, to_dict
-from megatron_infi.data_processing.sft.config import ExecutorConfig, SelectConfig
+from megatron_infi.config.inputs import InputCheck
+from megatron_infi.data_processing.executor import ExecutorConfig, make_executor
+from megatron_infi.data_processing.sft.config import SelectConfig, SynthesizeConfig
 from megatron_infi.data_processing.sft.filters import RuleFilter
+from megatron_infi.errors import RunError, command
+from megatron_infi.generation.preflight import check_tokenizer
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
 # Config fields that do not change results (how the work is spread, not what it computes).
@@ -78,17 +105,34 @@ def check_run_dir(cfg: SelectConfig, out: Path, config_dict: dict[str, Any] | No
     atomic_write_json(stamp, current)
 
 
-def check_paths(cfg: SelectConfig) -> None:
+def check_inputs(cfg: SelectConfig | SynthesizeConfig, dry_run: bool = False) -> InputCheck:
+    """LLM dirs (tokenizer + a chat prompt under the contract), inputs and tokenizers exist and load,
+    before any task starts; a dry run notes what does not exist yet. Shared by sft-synthesize."""
     from megatron_infi.data_processing.sft.formats import expand_paths
 
+    check = InputCheck(dry_run)
+    for name in ("llm", "evolver"):
+        llm = getattr(cfg, name, None)
+        if (
+            llm is not None
+            and llm.loads_model_dir
+            and check.present(f"{name}.model", llm.model, model_dir=True)
+        ):
+            check_tokenizer(llm.model, f"{name}.model", cfg.prompt.render("1 + 1 = ?", "math"))
     for i, spec in enumerate(cfg.inputs):
         if not expand_paths(spec.path):
-            raise ConfigError(f"inputs[{i}].path", f"matches no file: {spec.path}")
-    for i, path in enumerate(cfg.decontamination.benchmarks):
-        if not Path(path).is_file():
-            raise ConfigError(f"decontamination.benchmarks[{i}]", f"file not found: {path}")
-    if cfg.difficulty.tokenizer and not Path(cfg.difficulty.tokenizer).is_dir():
-        raise ConfigError("difficulty.tokenizer", f"not a directory: {cfg.difficulty.tokenizer}")
+            check.absent(f"inputs[{i}].path", spec.path, "input (a file, dir or glob)")
+    if isinstance(cfg, SelectConfig):
+        for i, path in enumerate(cfg.decontamination.benchmarks):
+            check.present(f"decontamination.benchmarks[{i}]", path)
+        tokenizer = ("difficulty.tokenizer", cfg.difficulty.tokenizer)
+    else:
+        if cfg.rejection.reward_model:
+            check.present("rejection.reward_model", cfg.rejection.reward_model, model_dir=True)
+        tokenizer = ("tokenizer", cfg.tokenizer)
+    if tokenizer[1] and check.present(*tokenizer):
+        check_tokenizer(tokenizer[1], tokenizer[0])
+    return check
 
 
 def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage]:
@@ -152,7 +196,7 @@ def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage
         ),
         Stage(
             "finalize",
-            [FinalizeStep(str(work), str(out), cfg.curriculum, summary)],
+            [FinalizeStep(str(work), str(out), cfg.curriculum, summary, cfg.prompt)],
             1,
             [
                 out / f"phase1.{suffix}",
@@ -162,35 +206,6 @@ def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage
             ],
         ),
     ]
-
-
-def make_executor(ex: ExecutorConfig, stage: Stage, logging_dir: Path, depends=None):
-    if ex.kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        s = ex.slurm
-        return SlurmPipelineExecutor(
-            stage.pipeline,
-            tasks=stage.tasks,
-            time=s.time,
-            partition=s.partition,
-            cpus_per_task=s.cpus_per_task,
-            mem_per_cpu_gb=s.mem_per_cpu_gb,
-            gpus_per_task=s.gpus_per_task,
-            qos=s.qos,
-            venv_path=s.venv_path,
-            env_command=s.env_command,
-            sbatch_args=dict(s.sbatch_args),
-            job_name=f"sft-{stage.name}",
-            logging_dir=str(logging_dir),
-            depends=depends,
-        )
-    from datatrove.executor import LocalPipelineExecutor
-
-    workers = stage.tasks if ex.workers == -1 else min(ex.workers, stage.tasks)
-    return LocalPipelineExecutor(
-        stage.pipeline, tasks=stage.tasks, workers=workers, logging_dir=str(logging_dir)
-    )
 
 
 def _complete(logging_dir: Path, tasks: int) -> bool:
@@ -214,14 +229,14 @@ def run_stages(stages: list[Stage], ex: ExecutorConfig, work: Path) -> list[str]
         logging_dir = work / stage.name
         if _complete(logging_dir, stage.tasks):
             continue
-        executor = make_executor(ex, stage, logging_dir, depends)
+        executor = make_executor(ex, stage.pipeline, stage.tasks, logging_dir, stage.name, depends)
         if ex.kind == "slurm":
             depends = executor  # submitted together, each array waiting on the one before
         else:
             start = time.perf_counter()
             executor.run()
             if not _complete(logging_dir, stage.tasks):
-                raise RuntimeError(f"stage {stage.name} did not complete; see {logging_dir}/logs")
+                raise RunError(f"stage {stage.name} did not complete; see {logging_dir}/logs")
             print(f"sft: stage {stage.name} done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         ran.append(stage.name)
     if ex.kind == "slurm" and depends is not None:
@@ -231,7 +246,7 @@ def run_stages(stages: list[Stage], ex: ExecutorConfig, work: Path) -> list[str]
 
 def prepare_run(cfg: SelectConfig, config_dict: dict[str, Any] | None = None) -> tuple[Path, str]:
     """Checks + run dir + tokenizer + cached benchmark embeddings, before any task starts."""
-    check_paths(cfg)
+    check_inputs(cfg)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     set_run_caches(out)
@@ -268,16 +283,14 @@ def run_select(cfg: SelectConfig) -> Path:
     return out / "selection_report.md" if cfg.executor.kind == "local" else out
 
 
+@command("infi data sft-select")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(SelectConfig, "InfiAlign SFT data selection", argv)
+    quiet_logs()
+    cfg, dry_run = parse_stage_config(SelectConfig, "infi data sft-select", __doc__, argv)
     if dry_run:
+        check_inputs(cfg, dry_run=True).print_notes("sft-select")
         return 0
-    try:
-        result = run_select(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"sft-select: {err}", file=sys.stderr)
-        return 2
-    print(result)
+    print(run_select(cfg))
     return 0
 
 

@@ -13,16 +13,34 @@ eval`'s vqa format), clean/ (datatrove JSONL), quarantine/, logs/ (datatrove sta
 similarity_model/ (when trained), and report.json + similarity.png (the score histogram from which a
 threshold is chosen, as in the paper). With `build_llama3_tokenizer`, the Llama-3 tokenizer the
 stages train with is written to `tokenizer` first.
+
+input:
+  sources.jsonl: JSONL image-text pairs, image paths relative to the file, one record a line:
+    {"id": "p1", "image": "images/p1.png", "text": "a portrait photo of a woman in a navy uniform"}
+    (or with LLaVA "conversations" of their own instead of "text")
+  sources.image_dirs: folders of images with same-named .txt captions; render.text_jsonl: {"text": ...}
+  malformed records and bad images are quarantined with their file:line and reason
+
+output (under output_dir):
+  align/, render/, instruct/*.jsonl   LLaVA conversations, the VL stages' data.conversations:
+      {"id": "p1", "image": "/abs/p1.png", "conversations": [{"from": "human", "value": "<image> ..."},
+                                                          {"from": "gpt", "value": "..."}]}
+      (the human turn is "<image>", a newline, then the question)
+  eval/vqa.jsonl, eval/ocr.jsonl      held-out questions, `infi eval`'s vqa benchmarks
+  report.json, similarity.png, similarity_model/, quarantine/, clean/, logs/
+
+example config: launch/configs/vl/data_toy.yaml (toy, with the tokenizer build and held-out benchmarks)
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_infi.config.core import ConfigError, parse_stage_config
+from megatron_infi.errors import DataError, command
+from megatron_infi.logs import quiet_logs
 
 
 @dataclass
@@ -284,8 +302,20 @@ def _train_similarity(out: Path, cfg: VLDataConfig, model_dir: str) -> dict:
     }
 
 
+def check_inputs(cfg: VLDataConfig) -> None:
+    """The source files and folders exist (also on --dry-run), before any work."""
+    named = [(f"sources.jsonl[{i}]", p) for i, p in enumerate(cfg.sources.jsonl)]
+    named += [(f"sources.image_dirs[{i}]", p) for i, p in enumerate(cfg.sources.image_dirs)]
+    named += [(f"render.text_jsonl[{i}]", p) for i, p in enumerate(cfg.render.text_jsonl)]
+    for field_name, path in named:
+        if not Path(path).exists():
+            raise DataError(f"{field_name}: not found: {path}")
+
+
+@command("infi data vl")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(VLDataConfig, "InfiR-VL image-text data pipeline.", argv)
+    quiet_logs()
+    cfg, dry_run = parse_stage_config(VLDataConfig, "infi data vl", __doc__, argv, preflight=check_inputs)
     if dry_run:
         return 0
     report = run(cfg)
@@ -294,4 +324,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

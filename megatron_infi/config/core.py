@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
+import math
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config problem, reported as `<dotted.field>: <message>`."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
-
-    def under(self, prefix: str) -> ConfigError:
-        return ConfigError(f"{prefix}.{self.field}" if self.field else prefix, self.message)
+from megatron_infi.errors import ConfigError
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -86,12 +77,17 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
         if isinstance(value, str):
             # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ConfigError(field, f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(field, f"expected a number, got {value!r}")
-        return float(value)
+        else:
+            number = float(value)
+        # NaN passes every `<` / `>` check a validate() makes and inf overflows later: refuse both here.
+        if not math.isfinite(number):
+            raise ConfigError(field, f"must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ConfigError(field, f"expected a string, got {value!r}")
@@ -107,6 +103,14 @@ def from_dict[T](cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise ConfigError(where, f"unknown field (known: {', '.join(sorted(fields))})")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ConfigError(where, "is required")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
@@ -209,26 +213,46 @@ def load_config[T](cls: type[T], path: str | Path | None, overrides: list[str] |
     return cfg
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
+class CommandParser(argparse.ArgumentParser):
+    """argparse with the exit-code policy's one-line errors (megatron_infi/errors.py): a wrong
+    argument exits 2 with `<prog>: usage error: <what> (see --help)`, not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: usage error: {message} (see --help)\n")
+
+
+def command_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """Every command's parser: its own name in the usage line, and its module docstring as the help
+    text (what it reads, with a minimal example record; what it writes; a shipped example config)."""
+    return CommandParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def stage_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """The argument surface every config-driven stage shares."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", help="YAML config (see launch/configs/)")
+    parser = command_parser(prog, doc)
+    parser.add_argument("--config", help="YAML config (examples in launch/configs/)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.lr=3e-4")
     return parser
 
 
-def parse_stage_config[T](cls: type[T], description: str, argv: list[str] | None = None) -> tuple[T, bool]:
-    """Parse `--config X.yaml [--dry-run] [k=v ...]`; exit 2 with a one-line reason on a bad config.
+def parse_stage_config[T](
+    cls: type[T],
+    prog: str,
+    doc: str | None,
+    argv: list[str] | None = None,
+    preflight: Callable[[T], None] | None = None,
+) -> tuple[T, bool]:
+    """Parse `--config X.yaml [--dry-run] [k=v ...]` into a validated `cls`; a bad config raises
+    ConfigError (the entry point's `errors.command` wrapper turns it into one line and exit 2).
 
-    Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.
+    `preflight` checks what a config alone cannot (input paths exist, the launched world fits), also
+    on `--dry-run`. Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.
     """
-    args = stage_parser(description).parse_args(argv)
-    try:
-        cfg = load_config(cls, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    args = stage_parser(prog, doc).parse_args(argv)
+    cfg = load_config(cls, args.config, args.overrides)
+    if preflight is not None:
+        preflight(cfg)
     if args.dry_run:
         print(dump_yaml(cfg), end="")
     return cfg, args.dry_run

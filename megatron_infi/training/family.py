@@ -37,7 +37,7 @@ def select(cfg: TrainConfig) -> Family:
     if cfg.vision is None:
         from megatron_infi.models.gpt import build_model
 
-        return Family("text", gpt_data.preflight_data, lambda c, tok: build_model(c), gpt_data.build_datasets)
+        return Family("text", _text_preflight, lambda c, tok: build_model(c), gpt_data.build_datasets)
     from megatron_infi.data import vl_data
 
     return Family(
@@ -48,6 +48,14 @@ def select(cfg: TrainConfig) -> Family:
         forward_step=_llava_forward_step,
         init_weights=_llava_init_weights,
     )
+
+
+def _text_preflight(cfg: TrainConfig):
+    from megatron_infi.data import gpt_data
+
+    tokenizer = gpt_data.preflight_data(cfg)
+    gpt_data.verify_data(cfg, tokenizer.vocab_size)
+    return tokenizer
 
 
 def _build_llava(cfg: TrainConfig, tokenizer):

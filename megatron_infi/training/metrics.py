@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -56,9 +57,10 @@ class MetricsLogger:
 
             self.wandb = wandb.init(
                 project=cfg.logging.wandb_project,
+                mode=os.environ.get("WANDB_MODE", "offline"),  # no run reaches a server unless asked to
                 dir=str(Path(cfg.run_dir)),
                 config=to_dict(cfg),
-                name=Path(cfg.run_dir).name,
+                name=cfg.logging.run_name or Path(cfg.run_dir).name,
                 resume="allow",
             )
         self._window_start = time.perf_counter()

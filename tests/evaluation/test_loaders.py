@@ -243,6 +243,7 @@ def test_vqa_format_resolves_images_and_skips_broken_items(tmp_path):
     """Questions about real images (matplotlib's sample photo): image paths relative to the file,
     an answer or a list of answers; a missing image or field is skipped with its line."""
     from megatron_infi import assets
+    from megatron_infi.config.prompt import PromptContract
     from megatron_infi.evaluation.prompts import chat_messages
 
     photo = assets.package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")
@@ -265,7 +266,7 @@ def test_vqa_format_resolves_images_and_skips_broken_items(tmp_path):
     assert problems[1].answers == ["a uniform", "uniform"]
     assert dict(skipped.counts) == {"image-not-found": 1, "missing-image-question-or-answer": 1}
     assert f"{path}:3" in str(skipped.examples)
-    (message,) = chat_messages(problems[0])
+    (message,) = chat_messages(problems[0], PromptContract())
     assert message["content"] == [
         {"type": "image", "path": problems[0].image},
         {"type": "text", "text": "Who is shown?"},

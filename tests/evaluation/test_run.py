@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.evaluation.benchmarks import load_benchmark
 from megatron_infi.evaluation.prompts import chat_messages
 from megatron_infi.evaluation.run import main
@@ -28,7 +29,7 @@ def replies_by_prompt():
     for spec in BENCHMARKS:
         problems, _ = load_benchmark(spec["name"], None, spec.get("options", {}))
         for p in problems[: spec["limit"]]:
-            prompt = chat_messages(p)[0]["content"]
+            prompt = chat_messages(p, PromptContract())[0]["content"]
             if p.kind == "math":
                 table[prompt] = (f"Step by step... $\\boxed{{{p.answers[0]}}}$", "So it is \\boxed{-987654}.")
             elif p.kind == "choice":
@@ -149,21 +150,18 @@ def test_bad_configs_fail_before_any_work(tmp_path, capsys):
     config = write_config(
         tmp_path / "a.yaml", tmp_path / "o", [{"name": "m", "path": str(tmp_path), "mode": "chat"}]
     )
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--config", str(config)])
-    assert exit_info.value.code == 2
-    assert "models[0].path" in capsys.readouterr().err
+    assert main(["--config", str(config)]) == 2  # checked before anything loads, not at config load:
+    assert "models[0].path" in capsys.readouterr().err  # a recipe's model may not exist at --dry-run
+    assert main(["--config", str(config), "--dry-run"]) == 2  # an existing dir that is no model is wrong
     config = write_config(
         tmp_path / "b.yaml",
         tmp_path / "o",
         [{"name": "m", "path": "x", "base_url": "http://127.0.0.1:9/v1"}],
         benchmarks=[{"name": "humaneval"}, {"name": "gsm8k"}],
     )
-    with pytest.raises(SystemExit):
-        main(["--config", str(config)])
+    assert main(["--config", str(config)]) == 2
     assert "benchmarks[1].path: gsm8k reads a local file" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["--config", str(config), "benchmarks=[{name: aime2030}]"])
+    assert main(["--config", str(config), "benchmarks=[{name: aime2030}]"]) == 2
     assert "benchmarks[0].name: unknown benchmark 'aime2030'" in capsys.readouterr().err
     from megatron_infi import cli
 
@@ -177,9 +175,7 @@ def test_questions_about_images_refuse_fewshot_models(tmp_path, capsys):
     models = [{"name": "m", "path": "x", "base_url": "http://127.0.0.1:9/v1", "mode": "fewshot"}]
     benchmarks = [{"name": "vqa", "path": str(tmp_path / "vqa.jsonl")}]
     config = write_config(tmp_path / "c.yaml", tmp_path / "o", models, benchmarks=benchmarks)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--config", str(config)])
-    assert exit_info.value.code == 2
+    assert main(["--config", str(config)]) == 2
     assert "m: questions about images (vqa) are asked in chat mode only" in capsys.readouterr().err
 
 

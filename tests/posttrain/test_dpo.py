@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from megatron_infi.config.core import load_config
+from megatron_infi.config.prompt import CONTRACT_FILE, PromptContract
 from megatron_infi.demo import reference_data
 from megatron_infi.posttrain.dpo import DPOStageConfig, run_dpo
 
@@ -29,9 +30,9 @@ def dpo_config(model_dir: Path, data: Path, out: Path, *extra: str) -> DPOStageC
             "beta=0.1",
             "schedule={max_steps: 4, global_batch_size: 2, micro_batch_size: 2}",
             "optim={lr: 0.005, warmup_ratio: 0.0}",
-            "checkpoint.save_steps=2",
-            "logging.logging_steps=1",
-            "logging.report_to=[tensorboard]",
+            "checkpoint.save_interval=2",
+            "logging.log_interval=1",
+            "logging.tensorboard=true",
             *extra,
         ],
     )
@@ -70,6 +71,8 @@ def test_export_is_a_loadable_hf_dir(dpo_run, tiny_model_dir):
     assert summary["global_steps"] == 4 and summary["reference"] == str(tiny_model_dir)
     assert json.loads((out / "summary.json").read_text())["held_out_after"] == summary["held_out_after"]
     assert (out / "dpo.png").stat().st_size > 0
+    assert json.loads((Path(summary["model_dir"]) / CONTRACT_FILE).read_text()) == PromptContract().to_dict()
+    assert summary["prompts"] == {"rendered": 16, "same_contract": 0, "other_contract": 0}
     assert (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file()
 
 

@@ -46,6 +46,17 @@ def base_config(run_dir: Path, tokenizer: Path, prefix: Path, **sections) -> dic
 
 def run_train(cfg: dict, nproc: int = 1, overrides: list[str] = (), timeout: int = 600, check: bool = True):
     """Launch `torchrun -m megatron_infi.train`; returns the CompletedProcess."""
+    cmd, env = train_command(cfg, nproc, overrides)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def train_command(cfg: dict, nproc: int = 1, overrides: list[str] = ()) -> tuple[list[str], dict]:
+    """(command, environment) of a `torchrun -m megatron_infi.train` launch; writes the config."""
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "input.yaml"
@@ -68,12 +79,7 @@ def run_train(cfg: dict, nproc: int = 1, overrides: list[str] = (), timeout: int
         "PYTHONPATH": str(REPO),
         "PYTHONWARNINGS": "ignore",
     }
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
+    return cmd, env
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -86,13 +92,18 @@ def losses(run_dir: Path) -> dict[int, float]:
     return out
 
 
-def train_in_process(cfg: dict):
-    """One-rank training inside the test process (gloo group of one); returns (trainer, losses)."""
+def setup_in_process(cfg: dict):
+    """A one-rank trainer inside the test process (gloo group of one), set up but not run."""
     from megatron_infi.config.core import from_dict, validate_tree
     from megatron_infi.config.schema import TrainConfig
     from megatron_infi.training.trainer import Trainer
 
     config = from_dict(TrainConfig, TrainConfig.preprocess(cfg))
     validate_tree(config)
-    trainer = Trainer(config).setup()
+    return Trainer(config).setup()
+
+
+def train_in_process(cfg: dict):
+    """One-rank training inside the test process (gloo group of one); returns (trainer, losses)."""
+    trainer = setup_in_process(cfg)
     return trainer, trainer.run()

@@ -11,6 +11,11 @@ import pytest
 from tests.training.launch import base_config, train_in_process
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _megatron_patches(megatron_patches):
+    return megatron_patches
+
+
 @pytest.fixture(scope="session")
 def conversations(tmp_path_factory):
     """Caption conversations over 40 real handwritten digits and the packaged photos."""

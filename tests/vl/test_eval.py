@@ -50,6 +50,7 @@ def _benchmarks(tmp_path, conversations) -> tuple[Path, Path]:
 
 
 def test_prompts_are_the_training_text_and_pixels(trained_vl, conversations):
+    from megatron_infi.config.prompt import PromptContract
     from megatron_infi.data.images import open_checked, to_pixels
     from megatron_infi.data.tokenizer import load_tokenizer
     from megatron_infi.data.vl_data import encode_conversation, image_token_id
@@ -66,7 +67,9 @@ def test_prompts_are_the_training_text_and_pixels(trained_vl, conversations):
         Problem(id=str(i), kind="vqa", question=q, answers=["x"], image=r["image"])
         for i, (r, q) in enumerate(zip(records, questions, strict=True))
     ]
-    inputs = backend._model_inputs("chat", [chat_messages(p) for p in problems], SamplingParams())
+    inputs = backend._model_inputs(
+        "chat", [chat_messages(p, PromptContract()) for p in problems], SamplingParams()
+    )
 
     tokenizer = load_tokenizer(trained_vl["tokenizer"])
     image_id = image_token_id(tokenizer, "<|image|>")
