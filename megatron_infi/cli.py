@@ -27,6 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "megatron_infi.data_processing.pipelines.train_quality",
         "train the stage-4 quality scorers",
     ),
+    ("data", "vl"): ("megatron_infi.data_processing.vision.pipeline", "InfiR-VL image-text data pipeline"),
     ("data", "sft-select"): ("megatron_infi.data_processing.sft.select", "InfiAlign SFT data selection"),
     ("data", "sft-synthesize"): ("megatron_infi.data_processing.sft.synthesize", "InfiR SFT data synthesis"),
     ("assets", "smollm2"): ("megatron_infi.assets", "build the real SmolLM2-135M-Instruct HF dir (cached)"),
@@ -45,6 +46,14 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("convert", "step0-loss"): (
         "megatron_infi.checkpoints_tools.step0",
         "a run's step-0 validation loss vs the HF model's on the same windows",
+    ),
+    ("convert", "vl-to-hf"): (
+        "megatron_infi.checkpoints_tools.llava",
+        "VL checkpoint -> Hugging Face LLaVA",
+    ),
+    ("convert", "vl-verify"): (
+        "megatron_infi.checkpoints_tools.llava_verify",
+        "logit parity of a VL checkpoint and its HF LLaVA",
     ),
     ("sft",): ("megatron_infi.posttrain.sft", "two-phase SFT curriculum with TRL"),
     ("dpo-pairs",): ("megatron_infi.posttrain.dpo_pairs", "DPO pairs from the SFT model's errors"),

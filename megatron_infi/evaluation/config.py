@@ -128,6 +128,14 @@ class EvalConfig:
         keys = [b.key for b in self.benchmarks]
         if len(set(keys)) != len(keys):
             raise ConfigError("benchmarks", f"two entries share a name; give one a label (got {keys})")
+        image_benchmarks = [b.key for b in self.benchmarks if BENCHMARKS[b.name].kind == "vqa"]
+        fewshot = [m.name for m in self.models if m.mode == "fewshot"]
+        if image_benchmarks and fewshot:
+            raise ConfigError(
+                "models",
+                f"{', '.join(fewshot)}: questions about images ({', '.join(image_benchmarks)}) are asked "
+                "in chat mode only",
+            )
         if any(k < 1 for k in self.pass_k):
             raise ConfigError("pass_k", f"k must be >= 1, got {self.pass_k}")
         if self.code_timeout_s <= 0:

@@ -1,7 +1,8 @@
 """Benchmark problems from local files: one record format per benchmark, documented in README.md.
 
-Every loader returns `Problem`s of three kinds: `math` (answer compared by value with math-verify),
-`choice` (a letter), `code` (run against tests in the sandbox). A record that cannot be used (bad
+Every loader returns `Problem`s of four kinds: `math` (answer compared by value with math-verify),
+`choice` (a letter), `code` (run against tests in the sandbox), `vqa` (a question about an image,
+the short answer compared as normalised text). A record that cannot be used (bad
 JSON, a missing field) is skipped and counted with its file:line, never a crash.
 """
 
@@ -27,7 +28,7 @@ LETTERS = "ABCDEFGHIJKLMNOP"
 @dataclass
 class Problem:
     id: str
-    kind: Literal["math", "choice", "code"]
+    kind: Literal["math", "choice", "code", "vqa"]
     question: str  # the task as shown to the model (options formatted in, for choice)
     answers: list[str] = field(default_factory=list)  # math: accepted forms; choice: [letter]
     letters: str = ""  # choice: the option letters in use ("ABCD", "ABCDEFGHIJ")
@@ -38,6 +39,7 @@ class Problem:
     io_tests: list[dict] = field(default_factory=list)  # code: {"input", "output", "testtype"} pairs
     func_name: str = ""  # code: LeetCode-style method for "functional" io tests
     starter_code: str = ""
+    image: str = ""  # vqa: the image file the question is about
     meta: dict = field(default_factory=dict)
 
 
@@ -301,6 +303,38 @@ def load_livecodebench(path: Path, skipped: SkipCounter, benchmark: str) -> list
                 func_name=str(metadata.get("func_name", "")),
                 starter_code=str(record.get("starter_code") or ""),
                 meta={k: record[k] for k in ("platform", "difficulty", "contest_date") if k in record},
+            )
+        )
+    return problems
+
+
+# ---- questions about images: the InfiR-VL toy VQA / OCR sets ---------------------------------------
+
+
+def load_vqa(path: Path, skipped: SkipCounter, benchmark: str) -> list[Problem]:
+    """`{"image", "question", "answer"}` records (answer: a string or a list of accepted strings;
+    image paths relative to the file); an item whose image file is missing is skipped."""
+    problems = []
+    for where, record in read_records(path, skipped):
+        image, question, answer = (_get(record, k) for k in ("image", "question", "answer"))
+        answers = (
+            [str(a) for a in answer] if isinstance(answer, list) else [str(answer)] * (answer is not None)
+        )
+        if not isinstance(image, str) or not isinstance(question, str) or not answers:
+            skipped.skip("missing-image-question-or-answer", where)
+            continue
+        image_path = path.parent / image
+        if not image_path.is_file():
+            skipped.skip("image-not-found", where)
+            continue
+        problems.append(
+            Problem(
+                id=str(_get(record, "id") or f"{benchmark}/{len(problems)}"),
+                kind="vqa",
+                question=question.strip(),
+                answers=answers,
+                image=str(image_path.resolve()),
+                meta={k: record[k] for k in ("task",) if k in record},
             )
         )
     return problems

@@ -38,7 +38,13 @@ def problem_statement(problem: Problem) -> str:
     return f"{problem.question}\n\n{how}"
 
 
-def chat_messages(problem: Problem, contract: PromptContract) -> list[dict[str, str]]:
+def chat_messages(problem: Problem, contract: PromptContract) -> list[dict]:
+    if problem.image:
+        # A question about an image: the image, then the question (HF's multimodal message parts), as
+        # the VL stages trained (their text format is the export's chat template; the contract's
+        # system prompt and kind instructions are the text stages').
+        content = [{"type": "image", "path": problem.image}, {"type": "text", "text": problem.question}]
+        return [{"role": "user", "content": content}]
     return contract.render(problem_statement(problem), problem.kind)
 
 
@@ -60,7 +66,8 @@ def _mbpp_shot(problem: Problem, code: str | None) -> str:
 
 
 def fewshot_prompt(problem: Problem, shots: list[Problem]) -> tuple[str, list[str]]:
-    """(prompt text, stop strings) for a base model."""
+    """(prompt text, stop strings) for a base model (questions about images are asked in chat mode:
+    EvalConfig refuses few-shot there)."""
     if problem.kind == "math":
         parts = [_math_shot(s) for s in shots] + [f"Question: {problem.question}\nAnswer:"]
         return "\n\n".join(parts), ["\n\nQuestion:", "Question:"]

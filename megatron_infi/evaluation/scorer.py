@@ -1,9 +1,10 @@
-"""Verdicts for replies (math-verify, letter extraction, the code sandbox) and the metrics over them
-(avg@k, unbiased pass@k)."""
+"""Verdicts for replies (math-verify, letter extraction, the code sandbox, short-answer match) and the
+metrics over them (avg@k, unbiased pass@k)."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from megatron_infi.evaluation.problems import Problem
@@ -17,7 +18,15 @@ from megatron_infi.scoring.math import extract_answer, math_equal_any
 class Verdict:
     correct: bool
     extracted: str | None  # the answer / letter / program that was judged
-    status: str  # math/choice: "correct" | "wrong" | "no-answer"; code: the sandbox status
+    status: str  # math/choice/vqa: "correct" | "wrong" | "no-answer"; code: the sandbox status
+
+
+def normalize_short_answer(text: str) -> str:
+    """VQA-style answer normalisation: the first line, lower case, punctuation and articles dropped,
+    whitespace collapsed ("The digit 7." and "digit 7" compare equal)."""
+    line = text.strip().split("\n", 1)[0].lower()
+    words = re.sub(r"[^\w\s]", " ", line).split()
+    return " ".join(w for w in words if w not in ("a", "an", "the"))
 
 
 def _functional_harness(problem: Problem, program: str) -> str:
@@ -82,6 +91,12 @@ def score_reply(
             return Verdict(False, None, "no-answer")
         correct = letter == problem.answers[0]
         return Verdict(correct, letter, "correct" if correct else "wrong")
+    if problem.kind == "vqa":
+        answer = normalize_short_answer(reply)
+        if not answer:
+            return Verdict(False, None, "no-answer")
+        correct = answer in {normalize_short_answer(a) for a in problem.answers}
+        return Verdict(correct, answer, "correct" if correct else "wrong")
     program = program_from_reply(problem, reply, mode)
     return score_code(problem, program, timeout_s, memory_mb, unsafe_no_sandbox)
 

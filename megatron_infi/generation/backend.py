@@ -126,12 +126,23 @@ class GenerationBackend(ABC):
         """Release the model (GPU memory) where the backend holds one."""
 
 
+def is_image_text_model(path: str | Path) -> bool:
+    """An HF dir of an image-text model (LLaVA and the like: config.json has a vision_config)."""
+    config = Path(path) / "config.json"
+    return config.is_file() and "vision_config" in json.loads(config.read_text(encoding="utf-8"))
+
+
 def select_backend(cfg: GenerationConfig) -> str:
-    """The concrete backend for cfg.backend ("auto" resolves here: the one device-specific choice)."""
+    """The concrete backend for cfg.backend ("auto" resolves here: the one device-specific choice).
+    Image-text model dirs generate with transformers (our vLLM and server paths send text only)."""
     if cfg.backend != "auto":
+        if cfg.backend != "hf" and not cfg.base_url and is_image_text_model(cfg.model):
+            raise GenerationError(f"{cfg.model}: an image-text model generates with backend hf")
         return cfg.backend
     if cfg.base_url:
         return "openai"
+    if is_image_text_model(cfg.model):
+        return "hf"
     if importlib.util.find_spec("vllm") is not None:
         import torch
 
@@ -145,9 +156,11 @@ def build_backend(cfg: GenerationConfig) -> GenerationBackend:
     cfg.check_model_dir()
     kind = select_backend(cfg)
     if kind == "hf":
-        from megatron_infi.generation.hf import HFBackend
+        from megatron_infi.generation.hf import HFBackend, HFImageTextBackend
 
-        backend: GenerationBackend = HFBackend(cfg)
+        backend: GenerationBackend = (HFImageTextBackend if is_image_text_model(cfg.model) else HFBackend)(
+            cfg
+        )
     elif kind == "vllm":
         from megatron_infi.generation.vllm_engine import VLLMBackend
 

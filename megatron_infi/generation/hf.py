@@ -40,14 +40,10 @@ class HFBackend(GenerationBackend):
 
     def __init__(self, cfg: GenerationConfig):
         super().__init__(cfg)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = Path(cfg.model)
         self.device = select_device()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=select_dtype(cfg.dtype, self.device), local_files_only=True
-        ).to(self.device)
+        self.tokenizer, self.model = self._load(path, select_dtype(cfg.dtype, self.device))
+        self.model.to(self.device)
         self.model.eval()
         self._model_id = model_dir_fingerprint(path)
         tok = self.tokenizer
@@ -62,6 +58,13 @@ class HFBackend(GenerationBackend):
         ids.update(vocab[t] for t in END_TOKENS if t in vocab)
         self.eos_ids = sorted(ids)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
+
+    def _load(self, path: Path, dtype):
+        """(tokenizer, model) of the HF dir."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True)
 
     @property
     def model_id(self) -> str:
@@ -81,11 +84,9 @@ class HFBackend(GenerationBackend):
             ids = [tok.bos_token_id, *ids]
         return ids
 
-    def _complete(
-        self, kind: str, items: list[Any], sample_indices: list[int], params: SamplingParams
-    ) -> list[str]:
+    def _model_inputs(self, kind: str, items: list[Any], params: SamplingParams) -> dict:
+        """The batch's `generate` inputs (input_ids, attention_mask, ...), left-padded."""
         import torch
-        from transformers import GenerationConfig as HFGenerationConfig
 
         encoded = [self._encode(kind, item) for item in items]
         if self.max_positions:
@@ -98,6 +99,16 @@ class HFBackend(GenerationBackend):
         for row, ids in enumerate(encoded):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
+        return {"input_ids": input_ids, "attention_mask": attention}
+
+    def _complete(
+        self, kind: str, items: list[Any], sample_indices: list[int], params: SamplingParams
+    ) -> list[str]:
+        import torch
+        from transformers import GenerationConfig as HFGenerationConfig
+
+        inputs = self._model_inputs(kind, items, params)
+        width = inputs["input_ids"].shape[1]
         gen_cfg = HFGenerationConfig(
             max_new_tokens=params.max_new_tokens,
             do_sample=not params.greedy,
@@ -113,8 +124,7 @@ class HFBackend(GenerationBackend):
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
             out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
+                **{name: tensor.to(self.device) for name, tensor in inputs.items()},
                 generation_config=gen_cfg,
                 tokenizer=self.tokenizer if params.stop else None,
             )
@@ -135,3 +145,42 @@ class HFBackend(GenerationBackend):
         del self.model
         if self.device == "cuda":
             torch.cuda.empty_cache()
+
+
+class HFImageTextBackend(HFBackend):
+    """An image-text model (an HF dir whose config has a `vision_config`, e.g. the InfiR-VL LLaVA
+    export): its processor renders chat conversations with the processor's chat template and turns
+    their image parts (`{"type": "image", "path": ...}`) into pixel values."""
+
+    name = "hf-image-text"
+
+    def _load(self, path: Path, dtype):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        if not self.processor.chat_template:
+            raise GenerationError(f"{path}: the processor has no chat template to render conversations")
+        self.processor.tokenizer.padding_side = "left"
+        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        return self.processor.tokenizer, model
+
+    def _model_inputs(self, kind: str, items: list[Any], params: SamplingParams) -> dict:
+        from PIL import Image
+
+        if kind != "chat":
+            raise GenerationError(f"{self.cfg.model}: an image-text model answers conversations (chat mode)")
+        texts = [
+            self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in items
+        ]
+        images = []
+        for conversation in items:
+            for message in conversation:
+                parts = message["content"] if isinstance(message["content"], list) else []
+                for part in parts:
+                    if part["type"] == "image":
+                        with Image.open(part["path"]) as image:
+                            images.append(image.convert("RGB"))
+        batch = self.processor(
+            text=texts, images=images or None, padding=True, add_special_tokens=False, return_tensors="pt"
+        )
+        return dict(batch)

@@ -18,9 +18,10 @@ from megatron_infi.config.core import dump_yaml
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.data import gpt_data
 from megatron_infi.locks import DirLock, LockHeldError
-from megatron_infi.models.gpt import build_model, resolve_dtype
+from megatron_infi.models.gpt import resolve_dtype
 from megatron_infi.models.spec import check_supported
 from megatron_infi.training import checkpoint as ckpt
+from megatron_infi.training import family as families
 from megatron_infi.training.distributed import WorldInfo, device, init_model_parallel
 from megatron_infi.training.metrics import MetricsLogger
 from megatron_infi.training.optim import apply_adam_impl, build_optimizer, build_scheduler, resolve_adam_impl
@@ -68,6 +69,7 @@ class Trainer:
     scheduler: object = None
     state: ckpt.TrainState = field(default_factory=ckpt.TrainState)
     tokenizer: object = None
+    family: families.Family = None
     _stop_requested: bool = False
     _stop_agreed: bool = False
     _resumed_at: int | None = None
@@ -127,14 +129,14 @@ class Trainer:
         )
 
         cfg = self.cfg
-        self.tokenizer = gpt_data.preflight_data(cfg)
-        gpt_data.verify_data(cfg, self.tokenizer.vocab_size)
+        self.family = families.select(cfg)
+        self.tokenizer = self.family.preflight_data(cfg)
         if self.world.is_main:
             Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
             atomic_write_text(Path(cfg.run_dir) / "config.yaml", dump_yaml(cfg))
 
         dtype = resolve_dtype(cfg.train.precision)
-        chunks, tconfig = build_model(cfg)
+        chunks, tconfig = self.family.build_model(cfg, self.tokenizer)
         tconfig.calculate_per_token_loss = True
         ddp_config = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True,
@@ -188,6 +190,8 @@ class Trainer:
             )
             what = "weights and optimizer state" if cfg.checkpoint.load_optimizer else "weights"
             log.info(f"{cfg.stage}: starting from the {what} of {path}")
+        elif self.family.init_weights is not None:
+            self.family.init_weights(cfg, self.model, self.optimizer)
         if self.world.is_main and latest is None:
             log.info(
                 f"{cfg.stage}: {sum(p.numel() for m in self.model for p in m.parameters()):,} parameters on rank 0"
@@ -243,8 +247,9 @@ class Trainer:
     def _forward_backward(self, data_iterator, forward_only: bool) -> list[dict]:
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
+        step = self.family.forward_step(_loss_func) if self.family.forward_step else _forward_step
         return get_forward_backward_func()(
-            forward_step_func=_forward_step,
+            forward_step_func=step,
             data_iterator=data_iterator,
             model=self.model,
             num_microbatches=self._num_microbatches(),
@@ -302,7 +307,7 @@ class Trainer:
 
     def _train(self) -> list[float]:
         cfg, t = self.cfg, self.cfg.train
-        train_ds, valid_ds = gpt_data.build_datasets(cfg, self.tokenizer, self.world.data)
+        train_ds, valid_ds = self.family.build_datasets(cfg, self.tokenizer, self.world.data)
         train_it = self._iterators(train_ds, self.state.consumed_train_samples)
         validates = t.eval_interval or t.eval_at_start
         valid_it = self._iterators(valid_ds, self.state.consumed_valid_samples) if validates else None

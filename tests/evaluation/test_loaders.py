@@ -237,3 +237,42 @@ def test_offline_sets_are_real_and_sized():
         problems, _ = load_benchmark(name, None, options)
         assert len(problems) == size, name
         assert len({p.id for p in problems}) == size
+
+
+def test_vqa_format_resolves_images_and_skips_broken_items(tmp_path):
+    """Questions about real images (matplotlib's sample photo): image paths relative to the file,
+    an answer or a list of answers; a missing image or field is skipped with its line."""
+    from megatron_infi import assets
+    from megatron_infi.config.prompt import PromptContract
+    from megatron_infi.evaluation.prompts import chat_messages
+
+    photo = assets.package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "hopper.jpg").write_bytes(photo.read_bytes())
+    rows = [
+        {"id": "q1", "image": "images/hopper.jpg", "question": "Who is shown?", "answer": "Grace Hopper"},
+        {
+            "image": "images/hopper.jpg",
+            "question": "What is she wearing?",
+            "answer": ["a uniform", "uniform"],
+        },
+        {"image": "images/missing.jpg", "question": "Who?", "answer": "nobody"},
+        {"image": "images/hopper.jpg", "question": "No answer here"},
+    ]
+    path = write_jsonl(tmp_path / "vqa.jsonl", rows)
+    problems, skipped = load_benchmark("vqa", str(path), {})
+    assert [p.id for p in problems] == ["q1", "vqa/1"]
+    assert problems[0].image == str((tmp_path / "images" / "hopper.jpg").resolve())
+    assert problems[1].answers == ["a uniform", "uniform"]
+    assert dict(skipped.counts) == {"image-not-found": 1, "missing-image-question-or-answer": 1}
+    assert f"{path}:3" in str(skipped.examples)
+    (message,) = chat_messages(problems[0], PromptContract())
+    assert message["content"] == [
+        {"type": "image", "path": problems[0].image},
+        {"type": "text", "text": "Who is shown?"},
+    ]
+    assert score_reply(problems[1], " The uniform.\nmore text", "chat").correct
+    assert score_reply(problems[0], "grace  hopper!", "chat").correct
+    wrong = score_reply(problems[0], "Ada Lovelace", "chat")
+    assert (wrong.correct, wrong.extracted, wrong.status) == (False, "ada lovelace", "wrong")
+    assert score_reply(problems[0], "  \n", "chat").status == "no-answer"

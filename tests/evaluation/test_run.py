@@ -174,6 +174,15 @@ def test_bad_configs_fail_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_questions_about_images_refuse_fewshot_models(tmp_path, capsys):
+    (tmp_path / "vqa.jsonl").write_text("")
+    models = [{"name": "m", "path": "x", "base_url": "http://127.0.0.1:9/v1", "mode": "fewshot"}]
+    benchmarks = [{"name": "vqa", "path": str(tmp_path / "vqa.jsonl")}]
+    config = write_config(tmp_path / "c.yaml", tmp_path / "o", models, benchmarks=benchmarks)
+    assert main(["--config", str(config)]) == 2
+    assert "m: questions about images (vqa) are asked in chat mode only" in capsys.readouterr().err
+
+
 def test_tiny_hf_models_base_fewshot_and_chat_side_by_side(tmp_path, tiny_llama_dir):
     models = [
         {"name": "base", "path": str(tiny_llama_dir), "mode": "fewshot"},

@@ -70,6 +70,9 @@ RULES = [
     ),
     ("sft_data/*synthesize.yaml", "megatron_infi.data_processing.sft.synthesize", []),
     ("sft_data/*.yaml", "megatron_infi.data_processing.sft.select", []),
+    ("vl/data_*.yaml", "megatron_infi.data_processing.vision.pipeline", []),
+    ("vl/eval_*.yaml", "megatron_infi.evaluation.run", []),
+    ("vl/*.yaml", "megatron_infi.train", []),
 ]
 CONFIGS = sorted(
     p.relative_to(REPO / "launch" / "configs").as_posix() for p in REPO.glob("launch/configs/**/*.yaml")
@@ -187,6 +190,9 @@ def test_infir_anneal_decays_to_min_lr_from_pretraining():
         "posttrain/infir_sft.yaml",
         "posttrain/infialign_sft.yaml",
         "posttrain/infialign_dpo.yaml",
+        "vl/align_1.6b.yaml",
+        "vl/render_1.6b.yaml",
+        "vl/instruct_1.6b.yaml",
     ],
 )
 def test_paper_scale_configs_state_their_assumptions(name):
