@@ -132,16 +132,12 @@ class DiversityConfig:
 
 @dataclass
 class DifficultyConfig:
-    tokenizer: str | None = None  # HF tokenizer dir; default: Llama-3 built into the output dir
-    mode: Literal["quantile", "quota", "off"] = "quantile"
-    keep_fraction: float = 0.5  # quantile: keep this fraction (longest) of each cluster
-    per_cluster: int = 16  # quota: keep the N longest of each cluster
+    """Difficulty by response length (InfiAlign step 3): which records fill each domain / cluster quota."""
 
-    def validate(self) -> None:
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ConfigError("keep_fraction", f"must be in (0, 1], got {self.keep_fraction}")
-        if self.per_cluster < 1:
-            raise ConfigError("per_cluster", f"must be >= 1, got {self.per_cluster}")
+    tokenizer: str | None = None  # HF tokenizer dir; default: Llama-3 built into the output dir
+    # longest: the longest responses of the group (equal lengths in seeded random order);
+    # random: a uniform draw (an ablation of the difficulty rule)
+    mode: Literal["longest", "random"] = "longest"
 
 
 @dataclass
