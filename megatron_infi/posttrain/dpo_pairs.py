@@ -8,7 +8,7 @@
 5. clean: length limits (tokens), format (a wrong maths sample must state an answer), dedup;
 6. verify both sides again, so that no pair has a correct answer as rejected or a wrong one as chosen.
 
-Problem records (JSONL), one per line:
+Problem records (JSONL, JSON or Parquet; `infi data dpo-problems` writes them from SFT data):
     {"id", "domain": "math", "prompt" | "messages", "answer", "solution"?}
     {"id", "domain": "code", "prompt" | "messages", "tests", "entry_point"?, "solution"?}
 `solution` is the expert solution (for code: a complete program the tests run against).
@@ -20,7 +20,6 @@ samples.jsonl (every sample with its verdict), report.json, report.md, pass_rate
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import sys
 from collections import Counter
@@ -30,8 +29,15 @@ from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
 from megatron_infi.generation import GenerationConfig, SamplingParams
-from megatron_infi.posttrain.data import DataError, clean_messages, numbered_jsonl
-from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches
+from megatron_infi.posttrain.data import DataError, clean_messages
+from megatron_infi.utils import (
+    SkipCounter,
+    atomic_write_json,
+    atomic_write_text,
+    read_rows,
+    set_run_caches,
+    write_jsonl,
+)
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -58,7 +64,7 @@ class CleaningConfig:
 
 @dataclass
 class DPOPairsConfig:
-    problems: list[str] = field(default_factory=list)  # problem JSONL files
+    problems: list[str] = field(default_factory=list)  # problem files (JSONL / JSON / Parquet)
     output_dir: str = ""
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # generation.model: the SFT model
     sampling: SamplingParams = field(default_factory=_default_sampling)  # sampling.n: samples per problem
@@ -102,8 +108,7 @@ def read_problems(paths: list[str | Path], skipped: SkipCounter) -> list[Problem
     seen_prompts: set[str] = set()
     for path in paths:
         before = len(problems)
-        for lineno, obj in numbered_jsonl(Path(path), skipped):
-            where = f"{path}:{lineno}"
+        for where, obj in read_rows(path, skipped):
             pid, domain = obj.get("id"), obj.get("domain", "math")
             if "messages" in obj:
                 messages = clean_messages(obj["messages"])
@@ -410,15 +415,15 @@ def run_dpo_pairs(cfg: DPOPairsConfig, samples: list[list[str]] | None = None) -
     pairs = build_pairs(problems, samples, verdicts, expert_ok, cfg, token_count, dropped)
     pairs = reverify(_dedup(pairs, dropped), by_id, verifier, dropped)
 
-    atomic_write_text(
+    write_jsonl(
         out / "samples.jsonl",
-        "".join(
-            json.dumps({"id": p.id, "sample": i, "correct": ok, "text": t}, ensure_ascii=False) + "\n"
+        (
+            {"id": p.id, "sample": i, "correct": ok, "text": t}
             for p, texts, oks in zip(problems, samples, verdicts, strict=True)
             for i, (t, ok) in enumerate(zip(texts, oks, strict=True))
         ),
     )
-    atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    write_jsonl(out / "pairs.jsonl", pairs)
     rates = [sum(oks) / len(oks) for oks in verdicts]
     report = {
         "model": cfg.generation.model,

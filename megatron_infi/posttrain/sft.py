@@ -35,7 +35,7 @@ PHASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 @dataclass
 class SFTPhaseConfig:
     name: str = "phase1"
-    data: list[str] = field(default_factory=list)  # canonical SFT JSONL files
+    data: list[str] = field(default_factory=list)  # SFT record files (JSONL / JSON / Parquet)
     eval_data: list[str] = field(default_factory=list)
     schedule: common.ScheduleConfig = field(default_factory=common.ScheduleConfig)
     optim: common.OptimConfig = field(default_factory=common.OptimConfig)
@@ -44,7 +44,7 @@ class SFTPhaseConfig:
         if not PHASE_NAME.match(self.name):
             raise ConfigError("name", f"must be a plain directory name, got {self.name!r}")
         if not self.data:
-            raise ConfigError("data", "list at least one SFT JSONL file")
+            raise ConfigError("data", "list at least one SFT record file")
 
 
 @dataclass
