@@ -27,6 +27,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ),
     ("data", "sft-select"): ("megatron_infi.data_processing.sft.select", "InfiAlign SFT data selection"),
     ("data", "sft-synthesize"): ("megatron_infi.data_processing.sft.synthesize", "InfiR SFT data synthesis"),
+    ("data", "dpo-problems"): (
+        "megatron_infi.data_processing.sft.dpo_problems",
+        "InfiAlign DPO problem set from SFT data",
+    ),
     ("assets", "smollm2"): ("megatron_infi.assets", "build the real SmolLM2-135M-Instruct HF dir (cached)"),
     ("convert", "from-hf"): (
         "megatron_infi.checkpoints_tools.from_hf",
