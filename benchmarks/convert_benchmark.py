@@ -32,12 +32,12 @@ def write_random_hf(preset: str, out: Path, seed: int = 0) -> dict:
     from tqdm import tqdm
 
     from megatron_infi.checkpoints_tools import hf_io
-    from megatron_infi.checkpoints_tools.mappings import for_arch
     from megatron_infi.config.core import from_dict
     from megatron_infi.config.schema import ModelConfig, TrainConfig
+    from megatron_infi.models import architecture
 
     model = from_dict(ModelConfig, TrainConfig.preprocess({"model": {"preset": preset}})["model"])
-    config = for_arch(model.arch).hf_config_from_model(model, {"bos_token_id": 0, "eos_token_id": 1})
+    config = architecture(model.arch).hf.hf_config_from_model(model, {"bos_token_id": 0, "eos_token_id": 1})
     config.dtype = "bfloat16"
     shapes = hf_io.expected_hf_tensors(config)
     out.mkdir(parents=True, exist_ok=True)

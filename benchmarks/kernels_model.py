@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import megatron_infi.models  # noqa: E402, F401  (registers the architectures and their presets)
 from megatron_infi.config.core import from_dict  # noqa: E402
 from megatron_infi.config.schema import TrainConfig  # noqa: E402
 from megatron_infi.training.metrics import flops_per_token  # noqa: E402

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from megatron_infi.config.core import load_config  # noqa: E402
 from megatron_infi.config.schema import ModelConfig, TrainConfig  # noqa: E402
+from megatron_infi.models import architecture  # noqa: E402
 from megatron_infi.training.metrics import flops_per_token  # noqa: E402
 
 H100_BF16_PEAK = 989e12
@@ -54,31 +55,8 @@ def bench_mcore(cfg: TrainConfig, warmup: int, steps: int) -> list[float]:
 
 
 def hf_llama_config(model: ModelConfig):
-    from transformers import LlamaConfig
-
-    rope_scaling = None
-    if model.rope_scaling.type == "llama3":
-        rope_scaling = {
-            "rope_type": "llama3",
-            "factor": model.rope_scaling.factor,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": model.rope_scaling.original_max_position_embeddings,
-        }
-    return LlamaConfig(
-        hidden_size=model.hidden_size,
-        intermediate_size=model.ffn_hidden_size,
-        num_hidden_layers=model.num_layers,
-        num_attention_heads=model.num_attention_heads,
-        num_key_value_heads=model.num_query_groups,
-        vocab_size=model.vocab_size,
-        max_position_embeddings=model.max_position_embeddings,
-        rope_theta=model.rope_theta,
-        rope_scaling=rope_scaling,
-        rms_norm_eps=model.norm_eps,
-        tie_word_embeddings=model.tie_embeddings,
-        attention_bias=model.qkv_bias,
-    )
+    """The transformers config of the same model (the conversion's own translation)."""
+    return architecture(model.arch).hf.hf_config_from_model(model, {})
 
 
 def bench_hf(cfg: TrainConfig, warmup: int, steps: int, liger: bool) -> list[float]:

@@ -2,11 +2,12 @@
 
     infi convert from-hf --hf DIR --out CKPT [--tp N] [--pp M] [--preset NAME] [--dtype auto|bf16|fp32]
 
-The model config is derived from config.json (LlamaForCausalLM, Qwen2ForCausalLM) and written as
-`preset + overrides` (the preset of that architecture needing the fewest overrides, or `--preset`,
-which must then match exactly). Tensors stream from the safetensors files through the
-architecture's mapping into `CKPT/iter_0000000/` one at a time; the tokenizer files are copied to
-`CKPT/tokenizer/` and recorded in run.json. The checkpoint's tensors are global (independent of
+The model config is derived from config.json (any registered architecture: LlamaForCausalLM,
+Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM) and written as `preset + overrides` (the
+preset of that architecture needing the fewest overrides, or `--preset`, which must then match
+exactly). Tensors stream from the safetensors files through the architecture's mapping into
+`CKPT/iter_0000000/` one at a time; the tokenizer files are copied to `CKPT/tokenizer/` and recorded
+in run.json. The checkpoint's tensors are global (independent of
 the layout), so it loads under any TP/PP that divides the shapes; `--tp/--pp` name the layout you
 will train with and are validated now, so a wrong one fails here rather than in the trainer.
 
@@ -24,11 +25,10 @@ import torch
 import yaml
 
 from megatron_infi.checkpoints_tools import hf_io
-from megatron_infi.checkpoints_tools.mappings import ArchMapping, ConversionError, for_hf_config
-from megatron_infi.checkpoints_tools.mappings.base import to_mcore
 from megatron_infi.config.core import ConfigError, from_dict, to_dict
-from megatron_infi.config.presets import PRESETS
-from megatron_infi.config.schema import ModelConfig, TrainConfig
+from megatron_infi.config.schema import ModelConfig, TrainConfig, model_presets
+from megatron_infi.models import Architecture, architecture, for_hf_config
+from megatron_infi.models.hf_mapping import ConversionError, to_mcore
 from megatron_infi.utils import sha256_file
 
 # Tensors some HF checkpoints carry that are not weights of the model.
@@ -49,15 +49,17 @@ def model_config_from_fields(fields: dict, preset: str | None = None) -> tuple[s
         return {k: v for k, v in fields.items() if base[k] != target[k]}
 
     if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError("--preset", f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+        if preset not in model_presets():
+            raise ConfigError(
+                "--preset", f"unknown preset {preset!r} (known: {', '.join(sorted(model_presets()))})"
+            )
         diff = overrides(preset)
         if diff:
             base = to_dict(_resolved_model({"preset": preset}))
             details = ", ".join(f"{k} (preset {base[k]}, config.json {target[k]})" for k in diff)
             raise ConversionError(f"--preset {preset} does not match config.json: {details}")
         return preset, {}
-    candidates = sorted(name for name, p in PRESETS.items() if p["arch"] == fields["arch"])
+    candidates = sorted(architecture(fields["arch"]).presets)
     best = min(candidates, key=lambda name: (len(overrides(name)), name))
     return best, overrides(best)
 
@@ -76,7 +78,7 @@ def build_train_config(
     return cfg, overrides
 
 
-def check_hf_tensors(reader: hf_io.SafetensorsReader, hf_config, mapping: ArchMapping, model) -> None:
+def check_hf_tensors(reader: hf_io.SafetensorsReader, hf_config, arch: Architecture, model) -> None:
     """Names and shapes in the files against transformers' own model class, and the mapping's
     coverage, before anything is written."""
     expected = hf_io.expected_hf_tensors(hf_config)
@@ -91,7 +93,7 @@ def check_hf_tensors(reader: hf_io.SafetensorsReader, hf_config, mapping: ArchMa
     unexpected = sorted(present - expected.keys())
     if unexpected:
         raise ConversionError(
-            f"{reader.dir}: tensors the {mapping.hf_architecture} class has no place for "
+            f"{reader.dir}: tensors the {arch.hf.hf_architecture} class has no place for "
             f"(unsupported variant?): {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
         )
     for name, shape in expected.items():
@@ -101,19 +103,19 @@ def check_hf_tensors(reader: hf_io.SafetensorsReader, hf_config, mapping: ArchMa
             )
     used = {
         name
-        for rule in mapping.active_rules(model)
+        for rule in arch.hf.active_rules(model)
         for layer in (range(model.num_layers) if rule.per_layer else [None])
         for name in rule.hf_names(layer)
     }
     if used != expected.keys():
-        raise AssertionError(f"mapping {mapping.arch} does not cover {sorted(expected.keys() ^ used)[:5]}")
+        raise AssertionError(f"mapping of {arch.name} does not cover {sorted(expected.keys() ^ used)[:5]}")
 
 
-def make_producer(reader: hf_io.SafetensorsReader, mapping: ArchMapping, model, progress=None):
+def make_producer(reader: hf_io.SafetensorsReader, arch: Architecture, model, progress=None):
     """(key, offsets, sizes) -> that chunk of the megatron-core tensor, built from the HF tensors."""
     from megatron_infi.models.gpt import padded_vocab_size
 
-    rules = {rule.mcore: rule for rule in mapping.active_rules(model)}
+    rules = {rule.mcore: rule for rule in arch.hf.active_rules(model)}
     padded = padded_vocab_size(model.vocab_size, model.make_vocab_size_divisible_by)
     last: dict[tuple, torch.Tensor] = {}
 
@@ -121,7 +123,7 @@ def make_producer(reader: hf_io.SafetensorsReader, mapping: ArchMapping, model, 
         if (key, layer) not in last:
             if key not in rules:
                 raise ConversionError(
-                    f"megatron-core tensor {key!r} has no rule in mappings/{mapping.arch}.py"
+                    f"megatron-core tensor {key!r} has no rule in megatron_infi/models/{arch.name}.py"
                 )
             rule = rules[key]
             last.clear()  # one tensor (one layer) alive at a time
@@ -138,6 +140,16 @@ def make_producer(reader: hf_io.SafetensorsReader, mapping: ArchMapping, model, 
         return tensor[index].reshape(sizes)
 
     return produce
+
+
+def read_hf_model_config(hf_dir: Path) -> tuple[object, Architecture, dict]:
+    """(HF config, its architecture, the ModelConfig fields it translates to); errors name the file."""
+    hf_config = hf_io.load_hf_config(hf_dir)
+    arch = for_hf_config(hf_config, source=str(hf_dir / "config.json"))
+    try:
+        return hf_config, arch, arch.hf.model_fields_from_hf(hf_config)
+    except ConversionError as err:
+        raise ConversionError(f"{hf_dir}/{err}") from None
 
 
 def convert(
@@ -160,18 +172,13 @@ def convert(
     from megatron_infi.training.checkpoint import save_weights
 
     hf_dir, out = Path(hf_dir), Path(out)
-    hf_config = hf_io.load_hf_config(hf_dir)
-    mapping = for_hf_config(hf_config, source=str(hf_dir / "config.json"))
-    try:
-        fields = mapping.model_fields_from_hf(hf_config)
-    except ConversionError as err:
-        raise ConversionError(f"{hf_dir}/{err}") from None
+    hf_config, arch, fields = read_hf_model_config(hf_dir)
     tokenizer_src = hf_dir if hf_io.has_tokenizer(hf_dir) else None
     cfg, overrides = build_train_config(
         fields, preset, tp, pp, str((out / "tokenizer").resolve()) if tokenizer_src else None
     )
     reader = hf_io.SafetensorsReader(hf_dir)
-    check_hf_tensors(reader, hf_config, mapping, cfg.model)
+    check_hf_tensors(reader, hf_config, arch, cfg.model)
     embed = "model.embed_tokens.weight"
     torch_dtype = hf_io.parse_dtype(dtype) or hf_io.SAFETENSORS_TORCH_DTYPES.get(
         reader.file_dtype(embed), torch.float32
@@ -195,9 +202,9 @@ def convert(
     single_process_group()
     model = build_meta_model(cfg, torch_dtype)
     layers = cfg.model.num_layers
-    total = sum(layers if rule.per_layer else 1 for rule in mapping.active_rules(cfg.model))
+    total = sum(layers if rule.per_layer else 1 for rule in arch.hf.active_rules(cfg.model))
     with tqdm(total=total, desc="from-hf tensors", unit="tensor", dynamic_ncols=True) as bar:
-        strategy = streaming_save_strategy(make_producer(reader, mapping, cfg.model, bar))
+        strategy = streaming_save_strategy(make_producer(reader, arch, cfg.model, bar))
         path = save_weights(
             out,
             cfg,
@@ -236,11 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.dry_run:
-            hf_config = hf_io.load_hf_config(args.hf)
-            mapping = for_hf_config(hf_config, source=f"{args.hf}/config.json")
-            fields = mapping.model_fields_from_hf(hf_config)
+            hf_config, arch, fields = read_hf_model_config(Path(args.hf))
             cfg, _ = build_train_config(fields, args.preset, args.tp, args.pp, None)
-            check_hf_tensors(hf_io.SafetensorsReader(args.hf), hf_config, mapping, cfg.model)
+            check_hf_tensors(hf_io.SafetensorsReader(args.hf), hf_config, arch, cfg.model)
             print(
                 yaml.safe_dump(
                     {"model": to_dict(cfg.model), "parallel": to_dict(cfg.parallel)}, sort_keys=False

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from megatron_infi.checkpoints_tools.mappings.base import ConversionError
 from megatron_infi.checkpoints_tools.mcore_io import on_meta
+from megatron_infi.models.hf_mapping import ConversionError
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"

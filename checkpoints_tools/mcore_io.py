@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from megatron_infi.checkpoints_tools.mappings.base import ConversionError
 from megatron_infi.config.schema import ParallelConfig, TrainConfig
+from megatron_infi.models import architecture
+from megatron_infi.models.hf_mapping import ConversionError
 
 # (key, chunk offsets, chunk sizes) -> the chunk's tensor, in the checkpoint's global layout.
 Producer = Callable[[str, tuple[int, ...], tuple[int, ...]], torch.Tensor]
@@ -134,7 +135,7 @@ class McoreCheckpoint:
         config = self.info.get("config")
         if not isinstance(config, dict) or "model" not in config:
             raise ConversionError(f"{self.dir}/run.json: no resolved config with a model section")
-        self.cfg = from_dict(TrainConfig, config)
+        self.cfg = from_dict(TrainConfig, {**config, "model": self._current_model_section(config["model"])})
         self.cfg.model.validate()
         try:
             self.tensors = dist_checkpointing.load_tensors_metadata(str(self.dir))
@@ -142,6 +143,21 @@ class McoreCheckpoint:
             raise ConversionError(
                 f"{self.dir}: unreadable checkpoint metadata ({type(err).__name__}: {err})"
             ) from err
+
+    def _current_model_section(self, model: dict) -> dict:
+        """run.json files written before q/k/v biases became a fact of `model.arch` carry them as
+        the field `qkv_bias`: drop it where it agrees with the architecture."""
+        if "qkv_bias" not in model:
+            return model
+        model = dict(model)
+        legacy = model.pop("qkv_bias")
+        arch = architecture(model.get("arch", "llama"))
+        if legacy != arch.qkv_bias:
+            raise ConversionError(
+                f"{self.dir}/run.json: model.qkv_bias={legacy} contradicts model.arch={arch.name}, "
+                f"whose q/k/v projections {'have' if arch.qkv_bias else 'have no'} biases"
+            )
+        return model
 
     @property
     def model(self):

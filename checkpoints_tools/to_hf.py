@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from megatron_infi.checkpoints_tools import hf_io
-from megatron_infi.checkpoints_tools.mappings import ConversionError, for_arch
-from megatron_infi.checkpoints_tools.mappings.base import to_hf
 from megatron_infi.config.core import ConfigError
+from megatron_infi.models import architecture
+from megatron_infi.models.hf_mapping import ConversionError, to_hf
 
 DEFAULT_MAX_SHARD = "5GB"
 
@@ -124,7 +124,7 @@ def export(
     single_process_group()
     ckpt = McoreCheckpoint(load, iteration)
     model = ckpt.model
-    mapping = for_arch(model.arch)
+    mapping = architecture(model.arch).hf
     out_dtype = hf_io.parse_dtype(dtype) or ckpt.dtype("embedding.word_embeddings.weight")
     ckpt.check_against(expected_mcore_shapes(ckpt.cfg, out_dtype))
     tokenizer_dir = resolve_tokenizer(ckpt.info, ckpt.dir, tokenizer)
@@ -142,7 +142,7 @@ def export(
     order += [n for r in global_rules if not r.mcore.startswith("embedding.") for n in r.hf_names()]
     if set(order) != expected.keys() or len(order) != len(expected):
         raise AssertionError(
-            f"mapping {mapping.arch} does not match transformers' tensors: {sorted(set(order) ^ expected.keys())[:5]}"
+            f"mapping of {model.arch} does not match transformers' tensors: {sorted(set(order) ^ expected.keys())[:5]}"
         )
 
     def emit(writer, rule, tensor, layer=None):

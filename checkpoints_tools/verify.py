@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from megatron_infi.checkpoints_tools.mappings import ConversionError
 from megatron_infi.config.core import ConfigError
+from megatron_infi.models.hf_mapping import ConversionError
 
 
 @dataclass

@@ -4,7 +4,7 @@
     python launch/estimate.py --preset qwen2.5-7b --seq 32768 --tokens 6.6e9 --gpus 16 --mfu 0.3
 
 FLOPs per token come from megatron_infi.training.metrics (6 x matmul params incl. the LM head +
-12 x layers x hidden x seq), the formula the trainer's MFU log line uses, so an estimate made here and
+12 x layers x heads x head_dim x seq), the formula the trainer's MFU log line uses, so an estimate made here and
 a measured MFU from a run compare directly: replace --mfu by the measured value in
 benchmarks/RESULTS.md and the wall time follows.
 """
@@ -15,9 +15,10 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+import megatron_infi.models  # noqa: F401  (registers the architectures and their presets)
 from megatron_infi.config.core import ConfigError, from_dict, load_config
 from megatron_infi.config.schema import ModelConfig, TrainConfig
-from megatron_infi.training.metrics import flops_per_token, matmul_params
+from megatron_infi.training.metrics import flops_per_token, matmul_params, query_channels
 
 H100_BF16_DENSE = 989e12
 
@@ -27,7 +28,7 @@ class Estimate:
     preset: str
     matmul_params: int
     num_layers: int
-    hidden_size: int
+    query_channels: int
     seq_length: int
     flops_per_token: float
     tokens: float
@@ -48,7 +49,7 @@ class Estimate:
         hours = self.wall_s / 3600
         lines = [
             f"model        {self.preset}: {self.matmul_params:.4g} matmul params (LM head incl.), seq {self.seq_length}",
-            f"FLOPs/token  6 x {self.matmul_params:.4g} + 12 x {self.num_layers} x {self.hidden_size} x "
+            f"FLOPs/token  6 x {self.matmul_params:.4g} + 12 x {self.num_layers} x {self.query_channels} x "
             f"{self.seq_length} = {self.flops_per_token:.4g}",
             f"tokens       {self.tokens:.4g}",
             f"throughput   {self.gpus} GPUs x {self.mfu:.2f} MFU x {self.peak_flops / 1e12:.0f} TFLOP/s / "
@@ -83,7 +84,7 @@ def estimate(
         preset=model.preset,
         matmul_params=matmul_params(model),
         num_layers=model.num_layers,
-        hidden_size=model.hidden_size,
+        query_channels=query_channels(model),
         seq_length=seq_length,
         flops_per_token=flops_per_token(model, seq_length),
         tokens=float(tokens),

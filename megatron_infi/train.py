@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+import megatron_infi.models  # noqa: F401  (registers the architectures model.preset / model.arch name)
 from megatron_infi.config.core import ConfigError, parse_stage_config
 from megatron_infi.config.schema import TrainConfig
 

@@ -22,7 +22,7 @@ PROBE = """
 import json, kernels
 import megatron_infi.kernels.rmsnorm as ours
 import megatron_infi.data_processing.steps.tokenize
-import megatron_infi.checkpoints_tools.mappings
+import megatron_infi.checkpoints_tools.from_hf
 from transformers.utils import import_utils
 print(json.dumps({
     "theirs": kernels.__file__,

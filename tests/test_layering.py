@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "megatron_infi.models": CORE | {"megatron_infi.kernels"},
     "megatron_infi.data": CORE,
     "megatron_infi.training": CORE | {"megatron_infi.kernels", "megatron_infi.models", "megatron_infi.data"},
-    "megatron_infi.train": CORE | {"megatron_infi.training", "megatron_infi.data"},
+    "megatron_infi.train": CORE | {"megatron_infi.models", "megatron_infi.training", "megatron_infi.data"},
     "megatron_infi.checkpoints_tools": CORE
     | {"megatron_infi.models", "megatron_infi.data", "megatron_infi.training"},
     "megatron_infi.scoring": CORE,

@@ -3,11 +3,43 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from megatron_infi.config.core import ConfigError
-from megatron_infi.config.presets import PRESETS
+
+# ----------------------------------------------------------------------------- model architectures
+# The architectures and their presets are defined in megatron_infi.models (one module each), which
+# registers them here when it is imported: the config layer may not import the models
+# (tests/test_layering.py), yet it expands `model.preset` and checks `model.arch` at load time.
+_ARCHITECTURES: dict[str, dict[str, dict]] = {}
+
+
+def register_architecture(arch: str, presets: dict[str, dict]) -> None:
+    """Make `arch` a valid `model.arch` and its presets valid `model.preset`s."""
+    for name in presets:
+        owner = next((a for a, p in _ARCHITECTURES.items() if name in p and a != arch), None)
+        if owner is not None:
+            raise ValueError(f"preset {name!r} of architecture {arch!r} is already defined by {owner!r}")
+    _ARCHITECTURES[arch] = {name: {**copy.deepcopy(fields), "arch": arch} for name, fields in presets.items()}
+
+
+def _registered() -> dict[str, dict[str, dict]]:
+    if not _ARCHITECTURES:
+        raise RuntimeError(
+            "no model architecture is registered: import megatron_infi.models before loading a model config"
+        )
+    return _ARCHITECTURES
+
+
+def model_presets() -> dict[str, dict]:
+    """Every preset name -> its ModelConfig fields (with `arch`)."""
+    return {name: fields for presets in _registered().values() for name, fields in presets.items()}
+
+
+def _unknown_preset(name: str) -> str:
+    return f"unknown preset {name!r} (known: {', '.join(sorted(model_presets()))})"
 
 
 @dataclass
@@ -16,23 +48,30 @@ class RopeScalingConfig:
     factor: float = 1.0
     original_max_position_embeddings: int = 8192
 
+    def validate(self) -> None:
+        if not self.factor > 0:
+            raise ConfigError("factor", f"must be > 0, got {self.factor}")
+
 
 @dataclass
 class ModelConfig:
     preset: str = "tiny"
-    arch: Literal["llama", "qwen2"] = "llama"
+    # A registered architecture (megatron_infi/models/<arch>.py); the preset sets it.
+    arch: str = "llama"
     num_layers: int = 4
     hidden_size: int = 128
     ffn_hidden_size: int = 384
     num_attention_heads: int = 8
     num_query_groups: int = 4
+    # Width of one attention head. Unset: hidden_size / num_attention_heads (filled in on load);
+    # Qwen3 sets its own, so heads x head_dim may differ from hidden_size.
+    head_dim: int | None = None
     vocab_size: int = 128256
     max_position_embeddings: int = 4096
     rope_theta: float = 500000.0
     rope_scaling: RopeScalingConfig = field(default_factory=RopeScalingConfig)
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
-    qkv_bias: bool = False
     init_std: float = 0.02
     # Megatron pads the embedding to a multiple of this x TP so vocab shards are equal and aligned.
     make_vocab_size_divisible_by: int = 128
@@ -42,28 +81,50 @@ class ModelConfig:
     attention: Literal["auto", "te", "flash", "sdpa"] = "auto"
     recompute: Literal["none", "selective", "full"] = "none"
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def __post_init__(self) -> None:
+        heads = self.num_attention_heads
+        if self.head_dim is None and heads > 0 and self.hidden_size > 0 and self.hidden_size % heads == 0:
+            self.head_dim = self.hidden_size // heads
 
     def validate(self) -> None:
-        if self.preset not in PRESETS:
+        if self.preset not in model_presets():
+            raise ConfigError("preset", _unknown_preset(self.preset))
+        if self.arch not in _registered():
             raise ConfigError(
-                "preset", f"unknown preset {self.preset!r} (known: {', '.join(sorted(PRESETS))})"
+                "arch", f"unknown architecture {self.arch!r} (known: {', '.join(sorted(_registered()))})"
             )
-        if self.hidden_size % self.num_attention_heads:
+        sizes = (
+            "num_layers",
+            "hidden_size",
+            "ffn_hidden_size",
+            "num_attention_heads",
+            "num_query_groups",
+            "vocab_size",
+            "max_position_embeddings",
+            "make_vocab_size_divisible_by",
+        )
+        for name in sizes:
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be positive, got {getattr(self, name)}")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(name, f"must be a finite number > 0, got {value}")
+        if self.head_dim is None:  # left unset only when hidden_size does not split over the heads
             raise ConfigError(
                 "hidden_size",
-                f"{self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}",
+                f"{self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads} "
+                "(set model.head_dim to size the heads independently)",
+            )
+        if self.head_dim <= 0 or self.head_dim % 2:
+            raise ConfigError(
+                "head_dim", f"must be positive and even (RoPE rotates pairs of channels), got {self.head_dim}"
             )
         if self.num_attention_heads % self.num_query_groups:
             raise ConfigError(
                 "num_query_groups",
                 f"{self.num_query_groups} does not divide num_attention_heads={self.num_attention_heads}",
             )
-        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "vocab_size", "max_position_embeddings"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, "must be positive")
 
 
 @dataclass
@@ -244,11 +305,10 @@ class TrainConfig:
         data = copy.deepcopy(data)
         model = data.get("model") or {}
         name = model.get("preset", ModelConfig.preset)
-        if name not in PRESETS:
-            raise ConfigError(
-                "model.preset", f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})"
-            )
-        merged = copy.deepcopy(PRESETS[name])
+        presets = model_presets()
+        if not isinstance(name, str) or name not in presets:
+            raise ConfigError("model.preset", _unknown_preset(name))
+        merged = copy.deepcopy(presets[name])
         for key, value in model.items():
             if key == "rope_scaling" and isinstance(value, dict):
                 merged["rope_scaling"] = {**merged.get("rope_scaling", {}), **value}

@@ -1,4 +1,4 @@
-"""The Llama / Qwen2 model on megatron-core, built from a preset.
+"""The model of every registered architecture on megatron-core, built from a ModelConfig.
 
 All construction goes through `build_model`, so moving from GPTModel (deprecated in megatron-core
 0.19) to HybridModel later changes this file only.
@@ -7,7 +7,6 @@ All construction goes through `build_model`, so moving from GPTModel (deprecated
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer.module import Float16Module
 from megatron.core.transformer.spec_utils import ModuleSpec
@@ -15,6 +14,7 @@ from megatron.core.transformer.transformer_block import get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_infi.config.schema import ModelConfig, ParallelConfig, TrainConfig
+from megatron_infi.models import architecture
 from megatron_infi.models.spec import block_spec, gpt_model_class, gradient_accumulation_fusion
 
 
@@ -46,13 +46,7 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig, dtype: torc
         ffn_hidden_size=model.ffn_hidden_size,
         num_attention_heads=model.num_attention_heads,
         num_query_groups=model.num_query_groups,
-        kv_channels=model.head_dim,
-        normalization="RMSNorm",
-        layernorm_epsilon=model.norm_eps,
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        add_qkv_bias=model.qkv_bias,
+        **architecture(model.arch).transformer_config_fields(model),
         hidden_dropout=0.0,
         attention_dropout=0.0,
         init_method_std=model.init_std,

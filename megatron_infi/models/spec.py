@@ -1,7 +1,8 @@
 """Which modules make up a transformer layer: the selection point between Transformer Engine,
 our Triton kernels and their torch references. The layer's structure (pre-norm, GQA self-attention
-with fused QKV, SwiGLU MLP) is the same whichever is chosen, and checkpoints use Transformer
-Engine's parameter names in every case, so they load across backends.
+with fused QKV, SwiGLU MLP, and the architecture's q/k norms where it has them) is the same
+whichever is chosen, and checkpoints use Transformer Engine's parameter names in every case, so they
+load across backends.
 
 Backends (`model.kernels`):
 - `te`: megatron-core's Transformer Engine spec (fused norm + linear, TE attention).
@@ -42,6 +43,7 @@ from megatron_infi.kernels.output_layer import FusedLossGPTModel
 from megatron_infi.kernels.rmsnorm import RMSNorm
 from megatron_infi.kernels.rope import FusedRopeSelfAttention
 from megatron_infi.kernels.swiglu import SwiGLUMLP
+from megatron_infi.models import architecture
 
 # Local-spec names -> the TE-spec names (TE fuses the pre-norms into the following linear).
 _TE_NAMES = {
@@ -79,10 +81,10 @@ def resolve_backend(model: ModelConfig) -> str:
     return "triton" if on_gpu and triton_importable() else "torch"
 
 
-def _te_layer_spec() -> ModuleSpec:
+def _te_layer_spec(model: ModelConfig) -> ModuleSpec:
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
-    return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=False)
+    return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=architecture(model.arch).qk_norm)
 
 
 def _norm(backend: str):
@@ -93,6 +95,9 @@ def _local_layer_spec(model: ModelConfig, backend: str) -> ModuleSpec:
     triton = backend == "triton"
     norm = _norm(backend)
     mlp_class = SwiGLUMLP if triton else MLP
+    # Over each head's [.., head_dim] queries and keys, before RoPE (megatron-core applies them in
+    # get_query_key_value_tensors, which FusedRopeSelfAttention rotates after).
+    qk_norm = norm if architecture(model.arch).qk_norm else IdentityOp
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
@@ -104,8 +109,8 @@ def _local_layer_spec(model: ModelConfig, backend: str) -> ModuleSpec:
                     linear_qkv=ColumnParallelLinear,
                     core_attention=select_core_attention(model.attention),
                     linear_proj=RowParallelLinear,
-                    q_layernorm=IdentityOp,
-                    k_layernorm=IdentityOp,
+                    q_layernorm=qk_norm,
+                    k_layernorm=qk_norm,
                 ),
             ),
             self_attn_bda=get_bias_dropout_add,
@@ -126,7 +131,7 @@ def block_spec(model: ModelConfig, num_local_layers: int) -> ModuleSpec:
     if backend == "te":
         from megatron.core.extensions.transformer_engine import TENorm
 
-        layer, final_norm = _te_layer_spec(), TENorm
+        layer, final_norm = _te_layer_spec(model), TENorm
     else:
         layer, final_norm = _local_layer_spec(model, backend), _norm(backend)
     return ModuleSpec(

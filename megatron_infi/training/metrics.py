@@ -17,14 +17,20 @@ log = logging.getLogger("megatron_infi")
 
 def matmul_params(model: ModelConfig) -> int:
     """Parameters that take part in a matmul per token: all linear layers plus the LM head."""
-    h, kv = model.hidden_size, model.num_query_groups * model.head_dim
-    per_layer = h * (h + 2 * kv) + h * h + h * 2 * model.ffn_hidden_size + model.ffn_hidden_size * h
+    h, q, kv = model.hidden_size, query_channels(model), model.num_query_groups * model.head_dim
+    per_layer = h * (q + 2 * kv) + q * h + h * 2 * model.ffn_hidden_size + model.ffn_hidden_size * h
     return model.num_layers * per_layer + h * model.vocab_size
 
 
+def query_channels(model: ModelConfig) -> int:
+    """heads x head_dim: the width of q, of the attention output and of its score / value matmuls
+    (hidden_size unless the architecture sizes heads on their own, as Qwen3 does)."""
+    return model.num_attention_heads * model.head_dim
+
+
 def flops_per_token(model: ModelConfig, seq_length: int) -> float:
-    """Training FLOPs per token: 6 x matmul params + 12 x layers x hidden x seq (attention)."""
-    return 6.0 * matmul_params(model) + 12.0 * model.num_layers * model.hidden_size * seq_length
+    """Training FLOPs per token: 6 x matmul params + 12 x layers x heads x head_dim x seq (attention)."""
+    return 6.0 * matmul_params(model) + 12.0 * model.num_layers * query_channels(model) * seq_length
 
 
 class MetricsLogger:

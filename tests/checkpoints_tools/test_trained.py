@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from megatron_infi.checkpoints_tools import from_hf, to_hf
-from megatron_infi.checkpoints_tools.mappings.base import fuse_qkv
 from megatron_infi.checkpoints_tools.verify import verify
+from megatron_infi.models.hf_mapping import fuse_qkv
 from tests.training.launch import base_config, run_train
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]

@@ -1,7 +1,9 @@
 """Tiny random Hugging Face models with awkward shapes, built locally with transformers' own classes:
 6 query heads over 2 KV groups (a ratio of 3), a 1000-token vocab (not a multiple of 128, so
-megatron-core pads it), tied embeddings for Llama, untied with q/k/v biases for Qwen2. Norm weights
-and biases are random too, so a tensor mapped to the wrong place cannot go unnoticed."""
+megatron-core pads it), one model per registered architecture: Llama tied, Qwen2 untied with q/k/v
+biases, Qwen3 with q/k norms and a head_dim of 32 (heads x head_dim = 192 over a 96-wide residual),
+Mistral untied. Norm weights and biases are random too, so a tensor mapped to the wrong place cannot
+go unnoticed."""
 
 from __future__ import annotations
 
@@ -29,23 +31,44 @@ LLAMA3_ROPE = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 8192,
 }
+DEFAULT_ROPE = {"rope_type": "default", "rope_theta": 1000000.0}
+# arch -> (transformers config class, HF class name, fields on top of SHAPES).
+ARCHS = {
+    "llama": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        {"tie_word_embeddings": True, "rope_parameters": LLAMA3_ROPE},
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        {"tie_word_embeddings": False, "rope_parameters": DEFAULT_ROPE},
+    ),
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        {"tie_word_embeddings": True, "rope_parameters": DEFAULT_ROPE, "head_dim": 32},
+    ),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        {"tie_word_embeddings": False, "rope_parameters": DEFAULT_ROPE, "sliding_window": None},
+    ),
+}
 
 
 def hf_config(arch: str, **overrides):
-    from transformers import LlamaConfig, Qwen2Config
+    import transformers
 
-    if arch == "llama":
-        config = LlamaConfig(
-            **{**SHAPES, "tie_word_embeddings": True, "rope_parameters": LLAMA3_ROPE, **overrides}
-        )
-        config.architectures = ["LlamaForCausalLM"]
-    elif arch == "qwen2":
-        rope = {"rope_type": "default", "rope_theta": 1000000.0}
-        config = Qwen2Config(**{**SHAPES, "tie_word_embeddings": False, "rope_parameters": rope, **overrides})
-        config.architectures = ["Qwen2ForCausalLM"]
-    else:
-        raise ValueError(arch)
+    config_class, hf_class, fields = ARCHS[arch]
+    config = getattr(transformers, config_class)(**{**SHAPES, **fields, **overrides})
+    config.architectures = [hf_class]
     return config
+
+
+def head_dim(arch: str) -> int:
+    config = hf_config(arch)
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def write_tiny_hf(

@@ -59,7 +59,8 @@ def test_sequence_parallel_is_accepted_with_our_norm():
 
 
 def _stock_megatron_model(cfg: TrainConfig):
-    """megatron-core's own local layer (torch norm, unfused MLP / RoPE, logits + vocab-parallel CE)."""
+    """megatron-core's own local layer (torch norm, unfused MLP / RoPE, logits + vocab-parallel CE),
+    with its torch norm over each head's q and k where the architecture has q/k norms."""
     import functools
 
     from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
@@ -75,7 +76,10 @@ def _stock_megatron_model(cfg: TrainConfig):
     from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
     from megatron_infi.kernels.attention import SDPAttention
+    from megatron_infi.models import architecture
     from megatron_infi.models.gpt import padded_vocab_size, transformer_config
+
+    qk_norm = WrappedTorchNorm if architecture(cfg.model.arch).qk_norm else IdentityOp
 
     layer = ModuleSpec(
         module=TransformerLayer,
@@ -88,8 +92,8 @@ def _stock_megatron_model(cfg: TrainConfig):
                     linear_qkv=ColumnParallelLinear,
                     core_attention=SDPAttention,
                     linear_proj=RowParallelLinear,
-                    q_layernorm=IdentityOp,
-                    k_layernorm=IdentityOp,
+                    q_layernorm=qk_norm,
+                    k_layernorm=qk_norm,
                 ),
             ),
             self_attn_bda=get_bias_dropout_add,
@@ -122,20 +126,25 @@ def _stock_megatron_model(cfg: TrainConfig):
     )
 
 
-@pytest.fixture(scope="module")
-def models():
+# Llama, and Qwen3's q/k norms with a head_dim of its own (4 heads x 24 over a 64-wide residual).
+ARCH_FIELDS = {"llama": {}, "qwen3": {"arch": "qwen3", "head_dim": 24}}
+
+
+@pytest.fixture(scope="module", params=sorted(ARCH_FIELDS))
+def models(request):
     import os
 
     from megatron_infi.models.gpt import build_model
     from megatron_infi.training.distributed import init_model_parallel
 
+    arch = ARCH_FIELDS[request.param]
     init_model_parallel(1, 1, seed=3)
     os.environ["TRITON_INTERPRET"] = "1"
     try:
-        built = {name: build_model(_cfg(kernels=name))[0][0] for name in ("torch", "triton")}
+        built = {name: build_model(_cfg(kernels=name, **arch))[0][0] for name in ("torch", "triton")}
     finally:
         del os.environ["TRITON_INTERPRET"]
-    built["megatron"] = _stock_megatron_model(_cfg())
+    built["megatron"] = _stock_megatron_model(_cfg(**arch))
     weights = built["torch"].state_dict()
     for name in ("triton", "megatron"):
         built[name].load_state_dict(weights, strict=True)
@@ -153,6 +162,8 @@ def test_backends_share_parameters_and_checkpoint_keys(models):
     assert keys["torch"] == keys["triton"]
     # Checkpoints use Transformer Engine's names for the pre-norms, whatever the backend.
     assert "decoder.layers.self_attention.linear_qkv.layer_norm_weight" in keys["triton"]
+    qk_norms = {k for k in keys["triton"] if "q_layernorm" in k or "k_layernorm" in k}
+    assert len(qk_norms) == (2 if models["torch"].config.qk_layernorm else 0)
 
 
 def test_backends_give_the_same_loss_and_gradients(models):

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import megatron_infi.models  # noqa: F401  (registers the architectures and presets the configs name)
 from megatron_infi.config import core as config_core
 from megatron_infi.config.core import load_config
 from megatron_infi.config.schema import TrainConfig

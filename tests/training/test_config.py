@@ -9,6 +9,7 @@ import yaml
 
 from megatron_infi.config.core import ConfigError, load_config
 from megatron_infi.config.schema import TrainConfig
+from megatron_infi.models import architecture
 from tests.training.launch import REPO
 
 BASE = ["data.tokenizer=tok", "data.blend=[{prefix: data/x}]"]
@@ -28,7 +29,17 @@ def test_preset_expands_and_overrides_win():
     assert cfg.model.rope_scaling.type == "llama3" and cfg.model.rope_scaling.factor == 32.0
     assert cfg.model.tie_embeddings and cfg.optimizer.lr == 1e-4
     qwen = load_config(TrainConfig, None, BASE + ["model.preset=qwen2.5-7b"])
-    assert qwen.model.qkv_bias and not qwen.model.tie_embeddings and qwen.model.arch == "qwen2"
+    assert qwen.model.arch == "qwen2" and architecture("qwen2").qkv_bias and not qwen.model.tie_embeddings
+
+
+def test_head_dim_follows_the_heads_unless_the_architecture_fixes_it():
+    llama = load_config(TrainConfig, None, BASE + ["model.preset=llama3.2-1b", "model.hidden_size=1024"])
+    assert llama.model.head_dim == 1024 // 32
+    qwen3 = load_config(TrainConfig, None, BASE + ["model.preset=qwen3-0.6b", "model.hidden_size=512"])
+    assert qwen3.model.arch == "qwen3" and qwen3.model.head_dim == 128 and architecture("qwen3").qk_norm
+    # Heads that do not split hidden_size are fine once head_dim is given.
+    odd = load_config(TrainConfig, None, BASE + ["model.hidden_size=100", "model.head_dim=16"])
+    assert (odd.model.hidden_size, odd.model.head_dim) == (100, 16)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +55,23 @@ def test_preset_expands_and_overrides_win():
         (["schedule.style=triangle"], "schedule.style", "one of"),
         (["stage=anneal"], "checkpoint.load", "anneal"),
         (["model.preset=gpt5"], "model.preset", "unknown preset"),
+        (
+            ["model.arch=mamba"],
+            "model.arch",
+            "unknown architecture 'mamba' (known: llama, mistral, qwen2, qwen3)",
+        ),
+        # Shapes that used to divide by zero or build a broken model.
+        (["model.num_query_groups=0"], "model.num_query_groups", "must be positive, got 0"),
+        (["model.num_attention_heads=0"], "model.num_attention_heads", "must be positive, got 0"),
+        (["model.make_vocab_size_divisible_by=0"], "model.make_vocab_size_divisible_by", "positive"),
+        (["model.num_layers=-1"], "model.num_layers", "must be positive, got -1"),
+        (["model.ffn_hidden_size=0"], "model.ffn_hidden_size", "must be positive"),
+        (["model.head_dim=0"], "model.head_dim", "positive and even"),
+        (["model.head_dim=15"], "model.head_dim", "positive and even"),
+        (["model.hidden_size=100"], "model.hidden_size", "set model.head_dim"),
+        (["model.rope_theta=0"], "model.rope_theta", "> 0"),
+        (["model.norm_eps=.nan"], "model.norm_eps", "finite"),
+        (["model.rope_scaling.factor=0"], "model.rope_scaling.factor", "> 0"),
     ],
 )
 def test_mistakes_name_the_field(overrides, field, words):
@@ -120,3 +148,15 @@ def test_cli_dry_run_and_error_exit(tmp_path):
     bad = subprocess.run([*cmd, "parallel.pipeline=3"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("config error: parallel.pipeline:")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.num_query_groups=0", "model.num_attention_heads=0", "model.make_vocab_size_divisible_by=0"],
+)
+def test_cli_dry_run_rejects_zero_sizes_in_one_line(tmp_path, override):
+    """Each of these raised ZeroDivisionError (a trace, exit 1) even under --dry-run."""
+    cmd = [sys.executable, "-m", "megatron_infi.train", "--dry-run", *BASE, override]
+    bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == f"config error: {override.split('=')[0]}: must be positive, got 0\n"

@@ -1,9 +1,10 @@
-"""Llama (Llama-3.x, the InfiR architecture): LlamaForCausalLM <-> megatron-core GPTModel."""
+"""Llama (Llama-3.x, the InfiR architecture): the reference decoder, LlamaForCausalLM on the HF side."""
 
 from __future__ import annotations
 
-from megatron_infi.checkpoints_tools.mappings.base import (
-    ArchMapping,
+from megatron_infi.models.architecture import Architecture
+from megatron_infi.models.hf_mapping import (
+    HFMapping,
     Rule,
     common_fields,
     common_hf_kwargs,
@@ -52,24 +53,56 @@ def model_fields_from_hf(c) -> dict:
         not getattr(c, "attention_bias", False), "attention_bias", "biases on attention are not supported"
     )
     require(not getattr(c, "mlp_bias", False), "mlp_bias", "biases on the MLP are not supported")
-    return dict(arch="llama", qkv_bias=False, **common_fields(c), **rope_fields(c, ("default", "llama3")))
+    return dict(arch="llama", **common_fields(c), **rope_fields(c, ("default", "llama3")))
 
 
 def hf_config_from_model(model, token_ids: dict):
     from transformers import LlamaConfig
 
-    config = LlamaConfig(
-        **common_hf_kwargs(model, token_ids), head_dim=model.head_dim, attention_bias=False, mlp_bias=False
-    )
+    config = LlamaConfig(**common_hf_kwargs(model, token_ids), attention_bias=False, mlp_bias=False)
     config.architectures = ["LlamaForCausalLM"]
     return config
 
 
-MAPPING = ArchMapping(
-    arch="llama",
-    model_type="llama",
-    hf_architecture="LlamaForCausalLM",
-    rules=RULES,
-    model_fields_from_hf=model_fields_from_hf,
-    hf_config_from_model=hf_config_from_model,
+LLAMA3_ROPE = dict(type="llama3", factor=32.0, original_max_position_embeddings=8192)
+
+ARCHITECTURE = Architecture(
+    name="llama",
+    presets={
+        # Llama-3.2-1B, the InfiR architecture.
+        "llama3.2-1b": dict(
+            num_layers=16,
+            hidden_size=2048,
+            ffn_hidden_size=8192,
+            num_attention_heads=32,
+            num_query_groups=8,
+            vocab_size=128256,
+            max_position_embeddings=131072,
+            rope_theta=500000.0,
+            rope_scaling=LLAMA3_ROPE,
+            norm_eps=1e-5,
+            tie_embeddings=True,
+        ),
+        # A CPU-sized Llama: GQA (8 heads, 4 groups), 4 layers, so TP=2, PP=2 and TPxPP all divide.
+        "tiny": dict(
+            num_layers=4,
+            hidden_size=128,
+            ffn_hidden_size=384,
+            num_attention_heads=8,
+            num_query_groups=4,
+            vocab_size=128256,
+            max_position_embeddings=4096,
+            rope_theta=500000.0,
+            rope_scaling=LLAMA3_ROPE,
+            norm_eps=1e-5,
+            tie_embeddings=True,
+        ),
+    },
+    hf=HFMapping(
+        model_type="llama",
+        hf_architecture="LlamaForCausalLM",
+        rules=RULES,
+        model_fields_from_hf=model_fields_from_hf,
+        hf_config_from_model=hf_config_from_model,
+    ),
 )

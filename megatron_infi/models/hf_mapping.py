@@ -1,10 +1,10 @@
-"""What an architecture mapping is, and the few tensor transforms every mapping shares.
+"""How an architecture maps onto Hugging Face, and the tensor transforms every mapping shares.
 
 A mapping is data: which megatron-core checkpoint key is made from which Hugging Face tensors and
 how (`copy`, fused `qkv`, fused `gate_up`, vocab-padded `vocab`), plus two functions that translate
-the model config between HF's config.json and our `ModelConfig` fields. The converters stream
-tensors through these rules one layer at a time; adding an architecture is one module in this
-package, registered in `mappings/__init__.py`.
+the model config between HF's config.json and our `ModelConfig` fields. Each architecture module
+(`megatron_infi/models/<arch>.py`) declares its mapping; the streaming converters in
+checkpoints_tools/ apply it one layer at a time.
 
 Layouts (megatron-core's, global and independent of TP, as its sharded state dict writes them):
 - fused QKV, per query group g: the group's q heads, then its k head, then its v head, along
@@ -16,7 +16,7 @@ Layouts (megatron-core's, global and independent of TP, as its sharded state dic
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -33,14 +33,13 @@ class Rule:
     """One megatron-core tensor and the HF tensors it is made of.
 
     `hf` names contain `{layer}` for per-layer tensors (megatron-core stacks those along a
-    leading layer axis under one key). `when` names a ModelConfig boolean the tensor depends on
-    (`untied`: not tie_embeddings).
+    leading layer axis under one key). `when="untied"`: only when the embeddings are not tied.
     """
 
     mcore: str
     kind: Kind
     hf: tuple[str, ...]
-    when: str | None = None
+    when: Literal["untied"] | None = None
 
     @property
     def per_layer(self) -> bool:
@@ -51,22 +50,19 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class ArchMapping:
-    arch: str
+class HFMapping:
     # HF identifiers this mapping accepts (config.json `model_type`, `architectures`).
     model_type: str
     hf_architecture: str
     rules: tuple[Rule, ...]
     # HF config object -> ModelConfig fields (raises ConversionError naming the unsupported field).
     model_fields_from_hf: Callable[[object], dict]
-    # ModelConfig -> HF config object (transformers' own config class).
+    # (ModelConfig, token ids) -> HF config object (transformers' own config class).
     hf_config_from_model: Callable[..., object]
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     def active_rules(self, model) -> list[Rule]:
-        """The rules that apply to a ModelConfig (e.g. no separate output layer when tied)."""
-        flags = {"untied": not model.tie_embeddings, "qkv_bias": model.qkv_bias}
-        return [rule for rule in self.rules if rule.when is None or flags[rule.when]]
+        """The rules that apply to a ModelConfig (no separate output layer when tied)."""
+        return [rule for rule in self.rules if rule.when is None or not model.tie_embeddings]
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -191,13 +187,7 @@ def common_fields(hf_config) -> dict:
     """The fields every Llama-like decoder shares, with the checks megatron-core's layer imposes."""
     c = hf_config
     require(getattr(c, "hidden_act", "silu") == "silu", "hidden_act", f"{c.hidden_act!r}: only silu (SwiGLU)")
-    head_dim = getattr(c, "head_dim", None)
-    require(
-        head_dim in (None, c.hidden_size // c.num_attention_heads),
-        "head_dim",
-        f"{head_dim} != hidden_size / num_attention_heads = {c.hidden_size // c.num_attention_heads}",
-    )
-    return dict(
+    fields = dict(
         num_layers=c.num_hidden_layers,
         hidden_size=c.hidden_size,
         ffn_hidden_size=c.intermediate_size,
@@ -208,6 +198,21 @@ def common_fields(hf_config) -> dict:
         norm_eps=float(c.rms_norm_eps),
         tie_embeddings=bool(c.tie_word_embeddings),
     )
+    # Always given, so that a preset with a head_dim of its own is overridden where needed. Unset
+    # (absent from Qwen2's config) means hidden_size / num_attention_heads in transformers.
+    head_dim = getattr(c, "head_dim", None)
+    if head_dim is None and c.num_attention_heads:
+        head_dim = c.hidden_size // c.num_attention_heads
+    return {**fields, "head_dim": head_dim}
+
+
+def full_attention_only(c, switch: str) -> None:
+    """Refuse sliding-window attention: megatron-core's layer here attends causally over the
+    whole sequence. `switch` is the config.json field that turns the window on."""
+    value = getattr(c, switch, None)
+    require(not value, switch, f"{value!r}: sliding-window attention is not supported")
+    layer_types = set(getattr(c, "layer_types", None) or ["full_attention"])
+    require(layer_types == {"full_attention"}, "layer_types", f"{sorted(layer_types)}: only full attention")
 
 
 def common_hf_kwargs(model, token_ids: dict) -> dict:
@@ -219,6 +224,7 @@ def common_hf_kwargs(model, token_ids: dict) -> dict:
         num_hidden_layers=model.num_layers,
         num_attention_heads=model.num_attention_heads,
         num_key_value_heads=model.num_query_groups,
+        head_dim=model.head_dim,
         max_position_embeddings=model.max_position_embeddings,
         rms_norm_eps=model.norm_eps,
         rope_parameters=rope_parameters(model),
