@@ -48,6 +48,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("dpo-pairs",): ("megatron_infi.posttrain.dpo_pairs", "DPO pairs from the SFT model's errors"),
     ("dpo",): ("megatron_infi.posttrain.dpo", "DPO with TRL"),
     ("eval",): ("megatron_infi.evaluation.run", "benchmarks -> results.json / results.md"),
+    ("recipe", "run"): ("megatron_infi.recipes", "a paper's stages in order (launch/recipes/*.yaml)"),
 }
 
 

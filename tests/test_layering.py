@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "megatron_infi.utils": CORE,
     "megatron_infi.assets": CORE,
     "megatron_infi.cli": set(),  # dispatches by module name, imports no stage
+    "megatron_infi.recipes": CORE | {"megatron_infi.cli"},  # runs stages as processes, imports none
     "megatron_infi.kernels": CORE,
     "megatron_infi.models": CORE | {"megatron_infi.kernels"},
     "megatron_infi.data": CORE,
