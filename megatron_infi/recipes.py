@@ -160,7 +160,7 @@ def run_stage(command: list[str], workdir: Path, log_path: Path) -> int:
     """Run one stage, its output to the console and the log; returns the exit code."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log:
+    with open(log_path, "w", buffering=1) as log:  # line-buffered: the log follows the stage live
         log.write(f"$ {shlex.join(command)}\n")
         proc = subprocess.Popen(
             command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
