@@ -29,7 +29,7 @@ def model_label(r: dict) -> str:
         return "HF + Liger" if r.get("liger") else "HF (SDPA)"
     extra = "" if r.get("recompute", "none") == "none" else f", recompute={r['recompute']}"
     extra += ", wgrad fusion" if r.get("wgrad_fusion") else ""
-    extra += ", fused AdamW" if r.get("fused_adam") else ""
+    extra += f", AdamW {r['optimizer_impl']}" if r.get("optimizer_impl") else ""
     return f"mcore kernels={r.get('kernels')}, mb={r.get('mb')}{extra}"
 
 
@@ -50,16 +50,38 @@ def tests_line(path: Path) -> str:
     return line + (f" ({', '.join(failed)})" if failed else "")
 
 
+def selfcheck_line(out: Path) -> str:
+    """The correctness verdict of `python -m megatron_infi.kernels.selfcheck` (run where pytest is not)."""
+    path = out / "kernels_selfcheck.json"
+    if not path.exists():
+        return "kernel self-check: not run"
+    ops = json.loads(path.read_text()).get("ops", {})
+    failed = [name for name, r in ops.items() if not r.get("ok")]
+    return f"kernel self-check: {len(ops) - len(failed)} of {len(ops)} ok" + (
+        f" (failed: {', '.join(failed)})" if failed else ""
+    )
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def summarise(out: Path) -> str:
     trainer_rows = read_jsonl(out / "throughput.jsonl")
     model = read_jsonl(out / "model.jsonl")
     ops = read_jsonl(out / "kernels_ops.jsonl")
     parity = read_jsonl(out / "parity.jsonl")
-    lines = ["# Kernels on the GPU", "", tests_line(out / "tests.xml")]
+    lines = ["# Kernels on the GPU", "", tests_line(out / "tests.xml"), selfcheck_line(out)]
+    lines += [f"resolved: {line}" for line in read_lines(out / "fusions.jsonl")]
     for p in parity:
+        tol = p.get("tolerances", {})
         lines.append(
-            f"loss-curve parity (20 steps, triton vs torch): max |diff| {p.get('max_abs_diff')} "
-            f"(tolerance {p.get('tolerance')}), loss {p.get('triton', ['?'])[0]} -> {p.get('triton', ['?'])[-1]}"
+            f"loss-curve parity ({p.get('steps')} steps, triton vs torch): "
+            f"{'ok' if p.get('ok') else 'FAILED'}; step 0 |loss diff| {p.get('step0_loss_abs')} "
+            f"(<= {tol.get('step0_loss_abs')}), grad norm {p.get('step0_grad_norm_rel')} relative "
+            f"(<= {tol.get('step0_grad_norm_rel')}); mean |diff| {p.get('mean_abs_diff')} "
+            f"(<= {tol.get('mean_abs_diff')}), max {p.get('max_abs_diff')}; "
+            f"loss {p.get('triton', ['?'])[0]} -> {p.get('triton', ['?'])[-1]}"
         )
     lines += ["", "## Whole model: llama3.2-1b, seq 4096 (benchmarks/train_throughput.py)", ""]
     lines += [

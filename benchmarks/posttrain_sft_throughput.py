@@ -72,9 +72,9 @@ def measure(model: Path, data: Path, out: Path, packing: bool, args) -> dict:
             f"packing={str(packing).lower()}",
             f"phases=[{{name: bench, data: [{data}], schedule: {{max_steps: {args.steps}, "
             f"global_batch_size: {args.micro_batch}, micro_batch_size: {args.micro_batch}}}}}]",
-            f"checkpoint.save_steps={args.steps * 10}",
-            "logging.report_to=[]",
-            f"logging.logging_steps={args.steps}",
+            f"checkpoint.save_interval={args.steps * 10}",
+            "logging.tensorboard=false",
+            f"logging.log_interval={args.steps}",
         ],
     )
     holder = []

@@ -44,14 +44,27 @@ def _time_steps(step_fn, warmup: int, steps: int) -> list[float]:
     return times
 
 
-def bench_mcore(cfg: TrainConfig, warmup: int, steps: int) -> list[float]:
+FUSIONS = (
+    "gradient_accumulation_fusion",
+    "apply_rope_fusion",
+    "bias_activation_fusion",
+    "cross_entropy_loss_fusion",
+)
+
+
+def bench_mcore(cfg: TrainConfig, warmup: int, steps: int) -> tuple[list[float], dict]:
+    """Step times, and what the trainer resolved: AdamW kernel and megatron-core fusions."""
     from megatron_infi.data import gpt_data
+    from megatron_infi.training import patches
     from megatron_infi.training.trainer import Trainer
 
+    patches.apply()
     trainer = Trainer(cfg).setup()
+    resolved = {"optimizer_impl": cfg.optimizer.impl}
+    resolved.update({name: getattr(trainer._tconfig, name) for name in FUSIONS})
     train_ds, _ = gpt_data.build_datasets(cfg, trainer.tokenizer, trainer.world.data)
     iterator = trainer._iterators(train_ds, 0)
-    return _time_steps(lambda: trainer.train_step(iterator), warmup, steps)
+    return _time_steps(lambda: trainer.train_step(iterator), warmup, steps), resolved
 
 
 def hf_llama_config(model: ModelConfig):
@@ -123,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     torch.cuda.reset_peak_memory_stats()
+    resolved = {}
     if args.impl == "mcore":
-        times = bench_mcore(cfg, args.warmup, args.steps)
+        times, resolved = bench_mcore(cfg, args.warmup, args.steps)
     else:
         times = bench_hf(cfg, args.warmup, args.steps, liger=args.impl == "hf-liger")
     step_time = statistics.median(times)
@@ -138,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "mbs": args.mbs,
         "gbs": gbs,
         "overrides": args.overrides,
+        "resolved": resolved,
         "step_s_median": round(step_time, 4),
         "tokens_per_s": round(tokens_per_s),
         "mfu": round(mfu, 4),

@@ -12,23 +12,33 @@ the layout), so it loads under any TP/PP that divides the shapes; `--tp/--pp` na
 will train with and are validated now, so a wrong one fails here rather than in the trainer.
 
 Start training from it with `checkpoint.load=CKPT` and the model section written to `CKPT/model.yaml`.
+
+input:
+  --hf DIR: a Hugging Face model dir: config.json, model*.safetensors (+ index), tokenizer files
+
+output (under --out CKPT):
+  iter_0000000/, latest_checkpointed_iteration.txt, run.json    the checkpoint `infi train` loads
+  tokenizer/                                                    the HF tokenizer files
+  model.yaml                                                    the `model:` section to train with
+
+example: infi convert from-hf --hf runs/smollm2 --out runs/cpt/init --tp 2
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 import yaml
 
 from megatron_infi.checkpoints_tools import hf_io
-from megatron_infi.config.core import ConfigError, from_dict, to_dict
+from megatron_infi.config.core import ConfigError, command_parser, from_dict, to_dict
 from megatron_infi.config.schema import ModelConfig, TrainConfig, model_presets
+from megatron_infi.errors import command
 from megatron_infi.models import Architecture, architecture, for_hf_config
 from megatron_infi.models.hf_mapping import ConversionError, to_mcore
+from megatron_infi.training import patches
 from megatron_infi.utils import sha256_file
 
 # Tensors some HF checkpoints carry that are not weights of the model.
@@ -226,10 +236,9 @@ def _token_ids(hf_config) -> dict:
     return {name: getattr(hf_config, name, None) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
 
 
+@command("infi convert from-hf")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="infi convert from-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("infi convert from-hf", __doc__)
     parser.add_argument("--hf", required=True, help="Hugging Face model dir (config.json + safetensors)")
     parser.add_argument("--out", required=True, help="checkpoint root to write")
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size you will train with")
@@ -241,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true", help="validate and print the derived config, write nothing"
     )
     args = parser.parse_args(argv)
+    patches.apply()
     try:
         if args.dry_run:
             hf_config, arch, fields = read_hf_model_config(Path(args.hf))
@@ -253,9 +263,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         path = convert(args.hf, args.out, args.tp, args.pp, args.preset, args.dtype, args.overwrite)
-    except (ConversionError, ConfigError) as err:
-        print(f"infi convert from-hf: {err}", file=sys.stderr)
-        return 2
     finally:
         from megatron_infi.training.distributed import shutdown
 

@@ -9,22 +9,32 @@ TP/PP shards into the global layout) and mapped by the architecture's rules. Meg
 padding is stripped. The output - config.json, sharded safetensors with an index,
 generation_config.json and the tokenizer files - is written to a temp dir and renamed into place;
 it loads with AutoModelForCausalLM and vLLM.
+
+input:
+  --load CKPT: a checkpoint root written by `infi train` (<run_dir>/checkpoints; the newest
+  iteration unless --iteration) or by `infi convert from-hf`, or one iter_XXXXXXX dir
+
+output (under --out DIR):
+  config.json, model-0000N-of-0000M.safetensors + model.safetensors.index.json,
+  generation_config.json, tokenizer files: the `model` of `infi sft` / `infi eval`
+
+example: infi convert to-hf --load runs/demo/anneal/checkpoints --out runs/demo/hf
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
 from megatron_infi.checkpoints_tools import hf_io
-from megatron_infi.config.core import ConfigError
+from megatron_infi.config.core import command_parser
+from megatron_infi.errors import command
 from megatron_infi.models import architecture
 from megatron_infi.models.hf_mapping import ConversionError, to_hf
+from megatron_infi.training import patches
 
 DEFAULT_MAX_SHARD = "5GB"
 
@@ -191,10 +201,9 @@ def export(
     return out_dir
 
 
+@command("infi convert to-hf")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="infi convert to-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("infi convert to-hf", __doc__)
     parser.add_argument("--load", required=True, help="checkpoint root (uses latest) or an iter_XXXXXXX dir")
     parser.add_argument("--iteration", type=int, help="iteration to export (default: latest)")
     parser.add_argument("--out", required=True, help="HF model dir to write")
@@ -202,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", help="tokenizer dir to export instead of the recorded one")
     parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD, help="largest safetensors file")
     args = parser.parse_args(argv)
+    patches.apply()
     try:
         out = export(
             args.load,
@@ -211,9 +221,6 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer=args.tokenizer,
             max_shard_size=args.max_shard_size,
         )
-    except (ConversionError, ConfigError) as err:
-        print(f"infi convert to-hf: {err}", file=sys.stderr)
-        return 2
     finally:
         from megatron_infi.training.distributed import shutdown
 

@@ -13,24 +13,34 @@ non-zero over tolerance.
 The device and dtype follow the trainer's selection (`--dtype auto`): fp32 on CPU, bf16 on GPU.
 The default tolerances are per dtype (fp32: max |diff| <= 1e-3, mean KL <= 1e-5, top-1 >= 0.99;
 bf16: mean KL <= 2e-2, top-1 >= 0.9); each can be overridden.
+
+input:
+  --load CKPT: a checkpoint root (newest iteration unless --iteration) or an iter_XXXXXXX dir;
+  --hf DIR: the Hugging Face dir to compare (e.g. `infi convert to-hf`'s --out)
+
+output:
+  the report on stdout (max |logit diff|, mean KL, top-1 agreement, pass / fail), and with --json
+  PATH the same as JSON; exit 0 within tolerance, 1 over it
+
+example: infi convert verify --load runs/demo/anneal/checkpoints --hf runs/demo/hf
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from megatron_infi.config.core import ConfigError
+from megatron_infi.config.core import ConfigError, command_parser
+from megatron_infi.errors import command
 from megatron_infi.models.hf_mapping import ConversionError
+from megatron_infi.training import patches
 
 
 @dataclass
@@ -248,10 +258,9 @@ def format_report(report: dict) -> str:
     )
 
 
+@command("infi convert verify")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="infi convert verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("infi convert verify", __doc__)
     parser.add_argument("--load", required=True, help="checkpoint root (uses latest) or an iter_XXXXXXX dir")
     parser.add_argument("--hf", required=True, help="Hugging Face model dir")
     parser.add_argument("--iteration", type=int)
@@ -268,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-top1", type=float, help="override the dtype's tolerance")
     parser.add_argument("--json", help="also write the report here (rank 0)")
     args = parser.parse_args(argv)
+    patches.apply()
     try:
         tolerance = None
         if any(v is not None for v in (args.max_abs_diff, args.max_mean_kl, args.min_top1)):
@@ -291,9 +301,6 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             tolerance=tolerance,
         )
-    except (ConversionError, ConfigError) as err:
-        print(f"infi convert verify: {err}", file=sys.stderr)
-        return 2
     finally:
         from megatron_infi.training.distributed import shutdown
 

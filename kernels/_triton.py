@@ -102,11 +102,30 @@ def next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def num_programs(device: torch.device) -> int:
-    """Persistent-style grids: one program per SM on GPU, a handful in the interpreter."""
+def sm_resources(device: torch.device) -> tuple[int, int]:
+    """(multiprocessors, resident threads per multiprocessor) of a CUDA device; for the interpreter,
+    which runs programs one after another, a small stand-in."""
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+        props = torch.cuda.get_device_properties(device)
+        return props.multi_processor_count, props.max_threads_per_multi_processor
+    return 4, 256
+
+
+# Share of an SM's thread slots row-loop kernels aim to fill: enough loads in flight to saturate
+# memory bandwidth, while each program's fp32 partial result (written once, reduced after) stays a
+# few % of the kernel's traffic. Register use keeps more from being resident anyway.
+ROW_LOOP_OCCUPANCY = 0.5
+
+
+def row_loop_grid(n_rows: int, num_warps: int, device: torch.device) -> tuple[int, int]:
+    """(programs, rows per program) for a kernel whose programs each loop over a contiguous block of
+    rows and write one partial result: several programs per SM (ROW_LOOP_OCCUPANCY), none idle."""
+    if n_rows == 0:
+        return 1, 0
+    sms, threads_per_sm = sm_resources(device)
+    per_sm = max(1, int(threads_per_sm * ROW_LOOP_OCCUPANCY) // (32 * num_warps))
+    rows_per_program = -(-n_rows // min(n_rows, sms * per_sm))
+    return -(-n_rows // rows_per_program), rows_per_program
 
 
 def warps_for(block: int) -> int:

@@ -1,10 +1,12 @@
 """Fused output layer + cross-entropy that never materialises the tokens x vocab logits.
 
-Tokens are processed in chunks. For each chunk: logits = h @ W^T (cuBLAS, [n, V_local]), one pass
+Only the counted tokens (label != ignore_index: the trainer turns loss_mask == 0 into that) enter
+the GEMMs, processed in chunks. For each chunk: logits = h @ W^T (cuBLAS, [n, V_local]), one pass
 for the row statistics (max, sum of exp, target logit; fp32), one tiny all-gather across the
 tensor-parallel ranks that hold the other vocabulary shards, then (when gradients are needed) the
 logits buffer is overwritten in place with softmax - one_hot and immediately consumed by the two
-gradient GEMMs (dH = dlogits @ W, dW += dlogits^T @ h, accumulated in fp32). Peak extra memory is
+gradient GEMMs (dH = dlogits @ W, dW += dlogits^T @ h, accumulated in fp32; under megatron-core
+DDP backward adds dW into the fp32 main_grad, never rounding it to bf16). Peak extra memory is
 one chunk of logits plus an fp32 weight gradient, instead of the full [tokens, vocab] logits (and
 their fp32 copies) that the unfused path keeps alive until backward.
 
@@ -67,7 +69,7 @@ def _ce_stats_kernel(LOGITS, LABELS, M, S, T, stride_l, n_cols, BLOCK: tl.conste
 
 @device_kernel
 def _ce_grad_kernel(LOGITS, LABELS, LSE, stride_l, n_cols, BLOCK: tl.constexpr):
-    """In place: logits -> softmax - one_hot(label). Ignored rows carry lse = +inf, giving zeros."""
+    """In place: logits -> softmax - one_hot(label) (label -1: on another vocabulary shard)."""
     row = tl.program_id(0).to(tl.int64)
     ptr = LOGITS + row * stride_l
     lse = tl.load(LSE + row)
@@ -89,10 +91,10 @@ def _stats_triton(logits, labels_local):
     return m, s, t
 
 
-def _grad_triton(logits, labels_local, lse_or_inf):
+def _grad_triton(logits, labels_local, lse):
     n, v = logits.shape
     block = min(BLOCK_V, next_power_of_2(v))
-    _ce_grad_kernel[(n,)](logits, labels_local, lse_or_inf, logits.stride(0), v, BLOCK=block, num_warps=8)
+    _ce_grad_kernel[(n,)](logits, labels_local, lse, logits.stride(0), v, BLOCK=block, num_warps=8)
 
 
 # --- row statistics and gradient: torch ---------------------------------------------------------
@@ -107,8 +109,8 @@ def _stats_torch(logits, labels_local):
     return m, s, t
 
 
-def _grad_torch(logits, labels_local, lse_or_inf):
-    p = torch.exp(logits.float() - lse_or_inf[:, None])
+def _grad_torch(logits, labels_local, lse):
+    p = torch.exp(logits.float() - lse[:, None])
     rows = torch.nonzero(labels_local >= 0).squeeze(1)
     p[rows, labels_local[rows]] -= 1.0
     logits.copy_(p)
@@ -135,13 +137,36 @@ def mixed_addmm_supported(device_type: str, dtype: torch.dtype) -> bool:
 
 
 def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """acc (fp32) += a @ b."""
+    """acc (fp32) += a @ b, with the products summed in fp32 whatever the inputs' dtype."""
     if a.dtype == torch.float32:
         acc.addmm_(a, b)
     elif mixed_addmm_supported(a.device.type, a.dtype):
         torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
     else:
-        acc.add_(a @ b)
+        # No mixed-precision GEMM here (CPU, older torch): upcast rather than round a @ b to a.dtype.
+        acc.addmm_(a.float(), b.float())
+
+
+def _fp32_main_grad(weight: torch.Tensor) -> torch.Tensor | None:
+    """megatron-core DDP's fp32 gradient buffer view for `weight`, when there is one."""
+    main_grad = getattr(weight, "main_grad", None)
+    return main_grad if main_grad is not None and main_grad.dtype == torch.float32 else None
+
+
+def _grad_returned_beside_main_grad(weight: torch.Tensor) -> torch.Tensor | None:
+    """What backward returns for a weight whose gradient went straight into main_grad, following
+    megatron-core's gradient-accumulation-fusion protocol (tensor_parallel/layers.py): DDP's hook
+    must still fire on the main backward thread, so an unused placeholder gradient flows to the
+    parameter and `grad_added_to_main_grad` tells the hook not to add it. A weight shared with the
+    embedding on this stage (`zero_out_wgrad`) gets None instead: the embedding's own gradient
+    reaches the parameter and fires the hook, which adds exactly that gradient.
+    """
+    if not hasattr(weight, "grad_added_to_main_grad"):
+        return None
+    weight.grad_added_to_main_grad = True
+    if getattr(weight, "zero_out_wgrad", False):
+        return None
+    return torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
 
 
 # --- the autograd function ----------------------------------------------------------------------
@@ -168,64 +193,84 @@ def chunk_rows(n_rows: int, vocab_local: int, element_size: int) -> int:
     return min(n_rows, rows)
 
 
+def _weight_grad(ctx, hidden, weight, labels_local, lse, d_weight, g):
+    """The weight gradient from the sum precomputed in forward, scaled by the common upstream
+    gradient, with the rows whose upstream gradient differs recomputed exactly.
+
+    Under megatron-core DDP it goes straight into the fp32 main_grad, as megatron-core's fused
+    wgrad GEMMs do: no rounding to the weight's dtype, no bf16 sum with the embedding's gradient.
+    """
+    common = g[torch.argmax(g.abs())] if g.numel() else g.new_zeros(())
+    differ = torch.nonzero(g != common).squeeze(1)
+    main_grad = _fp32_main_grad(weight)
+    if main_grad is None and differ.numel() == 0:
+        out = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        return torch.mul(d_weight, common, out=out)
+    acc = d_weight * common if main_grad is None else main_grad.addcmul_(d_weight, common)
+    for a in range(0, differ.numel(), ctx.chunk):
+        idx = differ[a : a + ctx.chunk]
+        h = hidden[idx]
+        p = torch.exp((h @ weight.t()).float() - lse[idx, None])
+        hit = torch.nonzero(labels_local[idx] >= 0).squeeze(1)
+        p[hit, labels_local[idx][hit]] -= 1.0
+        correction = (p * (g[idx] - common)[:, None]).to(hidden.dtype)
+        _accumulate(acc, correction.t(), h)
+    return acc.to(weight.dtype) if main_grad is None else _grad_returned_beside_main_grad(weight)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
+    """Only the counted rows (label != ignore_index) enter the GEMMs: masked tokens cost nothing.
+    Tensor-parallel ranks hold the same labels, so they select the same rows and chunks."""
+
     @staticmethod
     def forward(ctx, hidden, weight, labels, group, vocab_start, ignore_index, impl, chunk, grad_enabled):
         stats_fn, grad_fn = IMPLS[impl]
         n, vocab_local = hidden.shape[0], weight.shape[0]
         valid = labels != ignore_index
+        rows = None if bool(valid.all()) else torch.nonzero(valid).squeeze(1)
+        if rows is not None:
+            hidden, labels = hidden.index_select(0, rows), labels.index_select(0, rows)
+        n_valid = hidden.shape[0]
         local = labels - vocab_start
-        labels_local = torch.where(valid & (local >= 0) & (local < vocab_local), local, -1)
+        labels_local = torch.where((local >= 0) & (local < vocab_local), local, -1)
         # needs_input_grad follows requires_grad even under no_grad: evaluation would pay for gradients
         need_dh, need_dw = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
-        loss = torch.empty(n, dtype=torch.float32, device=hidden.device)
-        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        loss = torch.empty(n_valid, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty(n_valid, dtype=torch.float32, device=hidden.device)
         d_hidden = torch.empty_like(hidden) if need_dh else None
         d_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_dw else None
-        chunk = chunk or chunk_rows(n, vocab_local, hidden.element_size())
-        for a in range(0, n, chunk):
-            b = min(n, a + chunk)
+        chunk = chunk or max(1, chunk_rows(n_valid, vocab_local, hidden.element_size()))
+        for a in range(0, n_valid, chunk):
+            b = min(n_valid, a + chunk)
             h = hidden[a:b]
             logits = h @ weight.t()
             m, s, t = stats_fn(logits, labels_local[a:b])
-            lse_c, target = _combine_across_shards(m, s, t, group)
-            lse[a:b] = lse_c
-            loss[a:b] = torch.where(valid[a:b], lse_c - target, 0.0)
+            lse[a:b], target = _combine_across_shards(m, s, t, group)
+            loss[a:b] = lse[a:b] - target
             if need_dh or need_dw:
-                grad_fn(logits, labels_local[a:b], torch.where(valid[a:b], lse_c, float("inf")))
+                grad_fn(logits, labels_local[a:b], lse[a:b])
                 if need_dh:
                     torch.mm(logits, weight, out=d_hidden[a:b])
                 if need_dw:
                     _accumulate(d_weight, logits.t(), h)
-        ctx.save_for_backward(hidden, weight, labels_local, valid, lse, d_hidden, d_weight)
-        ctx.chunk = chunk
-        return loss
+        ctx.save_for_backward(hidden, weight, labels_local, rows, lse, d_hidden, d_weight)
+        ctx.chunk, ctx.n = chunk, n
+        if rows is None:
+            return loss
+        return torch.zeros(n, dtype=torch.float32, device=loss.device).index_copy_(0, rows, loss)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        hidden, weight, labels_local, valid, lse, d_hidden, d_weight = ctx.saved_tensors
-        g = torch.where(valid, grad_loss.float(), 0.0)
+        hidden, weight, labels_local, rows, lse, d_hidden, d_weight = ctx.saved_tensors
+        g = grad_loss.float() if rows is None else grad_loss.float().index_select(0, rows)
         grad_hidden = grad_weight = None
         if d_hidden is not None:
             grad_hidden = d_hidden * g[:, None].to(d_hidden.dtype)
+            if rows is not None:
+                full = torch.zeros((ctx.n, hidden.shape[1]), dtype=hidden.dtype, device=hidden.device)
+                grad_hidden = full.index_copy_(0, rows, grad_hidden)
         if d_weight is not None:
-            # Scale the precomputed sum by the common upstream gradient; fix up the rows that differ.
-            common = g[torch.argmax(g.abs())]
-            rows = torch.nonzero(valid & (g != common)).squeeze(1)
-            if rows.numel() == 0:
-                grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
-                torch.mul(d_weight, common, out=grad_weight)
-            else:
-                grad_weight = d_weight * common
-                for a in range(0, rows.numel(), ctx.chunk):
-                    idx = rows[a : a + ctx.chunk]
-                    h = hidden[idx]
-                    p = torch.exp((h @ weight.t()).float() - lse[idx, None])
-                    hit = torch.nonzero(labels_local[idx] >= 0).squeeze(1)
-                    p[hit, labels_local[idx][hit]] -= 1.0
-                    correction = (p * (g[idx] - common)[:, None]).to(hidden.dtype)
-                    _accumulate(grad_weight, correction.t(), h)
-                grad_weight = grad_weight.to(weight.dtype)
+            grad_weight = _weight_grad(ctx, hidden, weight, labels_local, lse, d_weight, g)
         return grad_hidden, grad_weight, None, None, None, None, None, None, None
 
 

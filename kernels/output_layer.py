@@ -11,6 +11,27 @@ from megatron.core.models.gpt import GPTModel
 from megatron_infi.kernels.cross_entropy import IGNORE_INDEX, IMPLS, linear_cross_entropy
 
 
+def run_forward_pre_hooks(module: torch.nn.Module, args: tuple) -> None:
+    """Run `module`'s forward pre-hooks (and the global ones) as calling it would.
+
+    The fused loss reads the output layer's weight without calling the layer, but megatron-core's
+    DDP waits for a parameter's all-gather (distributed optimizer + overlap_param_gather) in a
+    forward pre-hook of the module that owns it: skipping the hooks trains on a weight whose gather
+    is still in flight, and leaves the handle pending until DDP asserts on the next step. Hooks
+    that would replace the inputs cannot be honoured here and are refused.
+    """
+    from torch.nn.modules.module import _global_forward_pre_hooks
+
+    with_kwargs = module._forward_pre_hooks_with_kwargs
+    for hook_id, hook in (*_global_forward_pre_hooks.items(), *module._forward_pre_hooks.items()):
+        result = hook(module, args, {}) if hook_id in with_kwargs else hook(module, args)
+        if result is not None:
+            raise NotImplementedError(
+                f"a forward pre-hook of {type(module).__name__} replaces its inputs, which the fused "
+                "output loss cannot apply"
+            )
+
+
 def fused_output_loss(
     *,
     hidden_states,
@@ -25,8 +46,9 @@ def fused_output_loss(
     """A GPTModel `output_processor`: per-token loss [b, s] from the decoder's [s, b, h] output,
     with the output layer's tensor / sequence parallelism and without materialised logits.
 
-    Tokens with loss_mask == 0 get loss 0 and no gradient (the loss function zeroes them anyway),
-    which keeps the upstream gradient uniform and backward free of recomputation.
+    Tokens with loss_mask == 0 get loss 0 and no gradient (the loss function zeroes them anyway)
+    and stay out of the logits GEMMs; the upstream gradient of the others stays uniform, which
+    keeps backward free of recomputation.
     """
     from megatron.core.tensor_parallel.mappings import (
         copy_to_tensor_model_parallel_region,
@@ -36,6 +58,7 @@ def fused_output_loss(
 
     if config is not None and getattr(config, "use_mup", False):
         raise NotImplementedError("the fused output loss does not apply MuP logit scaling")
+    run_forward_pre_hooks(output_layer, (hidden_states,))
     weight = output_weight if output_weight is not None else output_layer.weight
     group = output_layer.tp_group
     if output_layer.sequence_parallel:

@@ -4,7 +4,8 @@ for megatron-core layer specs that supports sequence parallelism.
 y = x / sqrt(mean(x^2) + eps) * w, computed in fp32 and rounded once to the input dtype.
 Backward: with x_hat = x * rstd, dx = rstd * (dy*w - x_hat * mean(dy*w*x_hat)) and
 dw = sum over rows of dy * x_hat. The weight gradient is reduced in two stages: each program
-accumulates its share of rows in fp32 registers, then the per-program partials are summed.
+accumulates its block of rows in fp32 registers, then the per-program partials are summed. The grid
+puts several programs on each SM (`row_loop_grid`): one per SM left 7/8 of its warp slots empty.
 
 Under sequence parallelism each tensor-parallel rank normalises its own slice of the tokens, so
 its weight gradient is partial; the weight carries `sequence_parallel = True`, which is the mark
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import triton.language as tl
 
-from megatron_infi.kernels._triton import device_kernel, next_power_of_2, num_programs, warps_for
+from megatron_infi.kernels._triton import device_kernel, next_power_of_2, row_loop_grid, warps_for
 
 
 def rmsnorm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -125,10 +126,10 @@ class _RMSNormTriton(torch.autograd.Function):
         if dy2.stride(-1) != 1:
             dy2 = dy2.contiguous()
         dx = torch.empty_like(x2)
-        programs = max(1, min(num_programs(x2.device), n_rows))
-        rows_per_program = -(-n_rows // programs)
-        dw_partial = torch.empty((programs, n_cols), dtype=torch.float32, device=x2.device)
         block = next_power_of_2(n_cols)
+        warps = warps_for(block)
+        programs, rows_per_program = row_loop_grid(n_rows, warps, x2.device)
+        dw_partial = torch.empty((programs, n_cols), dtype=torch.float32, device=x2.device)
         if n_rows:
             _rmsnorm_bwd_kernel[(programs,)](
                 dy2,
@@ -144,7 +145,7 @@ class _RMSNormTriton(torch.autograd.Function):
                 n_cols,
                 rows_per_program,
                 BLOCK=block,
-                num_warps=warps_for(block),
+                num_warps=warps,
             )
         else:
             dw_partial.zero_()

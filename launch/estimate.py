@@ -11,13 +11,12 @@ benchmarks/RESULTS.md and the wall time follows.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 
 import megatron_infi.models  # noqa: F401  (registers the architectures and their presets)
-from megatron_infi.config.core import ConfigError, from_dict, load_config
+from megatron_infi.config.core import ConfigError, command_parser, from_dict, load_config
 from megatron_infi.config.schema import ModelConfig, TrainConfig
+from megatron_infi.errors import command
 from megatron_infi.training.metrics import flops_per_token, matmul_params, query_channels
 
 H100_BF16_DENSE = 989e12
@@ -109,8 +108,9 @@ def from_train_config(cfg: TrainConfig, gpus: int, mfu: float, peak_flops: float
     )
 
 
+@command("launch/estimate.py")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser("launch/estimate.py", __doc__.split("\n\n")[0])
     parser.add_argument("--config", help="a training YAML (pretrain / anneal): tokens from its schedule")
     parser.add_argument("--preset", help="a model preset instead of --config (e.g. qwen2.5-7b for SFT)")
     parser.add_argument("--seq", type=int, help="sequence length (with --preset)")
@@ -121,20 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides for --config")
     args = parser.parse_args(argv)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else None
-    try:
-        if args.config:
-            cfg = load_config(TrainConfig, args.config, args.overrides)
-            result = from_train_config(cfg, args.gpus, args.mfu, peak)
-        elif args.preset and args.seq and args.tokens:
-            model = from_dict(
-                ModelConfig, TrainConfig.preprocess({"model": {"preset": args.preset}})["model"]
-            )
-            result = estimate(model, args.seq, args.tokens, args.gpus, args.mfu, peak or H100_BF16_DENSE)
-        else:
-            parser.error("give --config, or --preset with --seq and --tokens")
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    if args.config:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+        result = from_train_config(cfg, args.gpus, args.mfu, peak)
+    elif args.preset and args.seq and args.tokens:
+        model = from_dict(ModelConfig, TrainConfig.preprocess({"model": {"preset": args.preset}})["model"])
+        result = estimate(model, args.seq, args.tokens, args.gpus, args.mfu, peak or H100_BF16_DENSE)
+    else:
+        parser.error("give --config, or --preset with --seq and --tokens")
     print(result.report())
     return 0
 

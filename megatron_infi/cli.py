@@ -52,11 +52,19 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 }
 
 
-def _usage() -> str:
-    lines = ["usage: infi <command> [args]  (each command takes --help)", "", "commands:"]
+def _usage(group: str | None = None) -> str:
+    """The command list: all of them, or one group's (`infi data`, `infi convert`, ...)."""
+    prefix = f"infi {group}" if group else "infi"
+    lines = [f"usage: {prefix} <command> [args]  (each command takes --help)", "", "commands:"]
     for words, (_, help_text) in COMMANDS.items():
-        lines.append(f"  {' '.join(words):<22} {help_text}")
+        if group is None or words[0] == group:
+            name = " ".join(words if group is None else words[1:])
+            lines.append(f"  {name:<22} {help_text}")
     return "\n".join(lines)
+
+
+GROUPS = {words[0] for words in COMMANDS if len(words) > 1}
+HELP = ("-h", "--help")
 
 
 def resolve(argv: list[str]) -> tuple[str, list[str]] | None:
@@ -69,18 +77,24 @@ def resolve(argv: list[str]) -> tuple[str, list[str]] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`--help` prints the command list (or a group's) and exits 0; a missing or unknown command
+    prints it on stderr and exits 2, like any usage error."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv[:1] and argv[0] in HELP:
         print(_usage())
         return 0
     found = resolve(argv)
-    if found is None:
-        print(f"infi: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module_name, rest = found
-    module = importlib.import_module(module_name)
-    result = module.main(rest)
-    return int(result or 0)
+    if found is not None:
+        module_name, rest = found
+        return int(importlib.import_module(module_name).main(rest) or 0)
+    group = argv[0] if argv and argv[0] in GROUPS else None
+    if group and argv[1:2] and argv[1] in HELP:
+        print(_usage(group))
+        return 0
+    words = argv[1:2] if group else argv[:1]
+    problem = f"unknown command {words[0]!r}" if words else "a command is missing"
+    print(f"{'infi ' + group if group else 'infi'}: {problem}\n\n{_usage(group)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,26 +1,35 @@
-"""`infi recipe run launch/recipes/<paper>.yaml`: a paper's stages, in order, on this machine.
+"""A paper's stages, in order, on this machine: each stage's output is the next one's input.
 
-A recipe file (launch/recipes/) lists a paper's stages, each the command a user types (`infi ...`). In
-the shipped configs, every stage's output path is the next stage's input path (`runs/<paper>/...`),
-so the stages connect without extra arguments; the recipe tests (tests/recipes/) run them at toy scale.
+A recipe file lists a paper's stages, each the command a user types (`infi ...`). In the shipped
+configs every stage's output path is the next stage's input path (`runs/<paper>/...`), so the stages
+connect without extra arguments; the recipe tests (tests/recipes/) run them at toy scale.
 
-    infi recipe run launch/recipes/infir.yaml --dry-run       # the stage commands, in order
-    infi recipe run launch/recipes/infir.yaml [--from STAGE] [--to STAGE] [--nproc N] [--workdir DIR]
-        [--set STAGE:KEY=VALUE ...]
+  infi recipe run launch/recipes/infir.yaml --dry-run       # the stage commands, in order
+  infi recipe run launch/recipes/infir.yaml --from anneal --to sft --set sft:max_length=4096
 
-`--set` changes one stage: a dotted config override for a stage with `--config`
+`--set STAGE:KEY=VALUE` changes one stage: a dotted override of its config
 (`pretrain:train.micro_batch_size=2`), or a new value for one of its flags (`from-hf:hf=/models/x`).
 Stages marked `torchrun` run under torchrun with `--nproc` processes; the others in one process.
-Relative `--config` paths are read from the repository (where launch/configs lives) unless they exist
-under the working directory; every other path is relative to the working directory (default: the
-current one), where `runs/` ends up. Each stage's output goes to the console and to
-`<workdir>/logs/recipe-<name>/<stage>.log`; a failing stage stops the recipe (exit 1) naming its log.
-On a cluster, submit each stage's sbatch instead (launch/README.md, "Recipes").
+A stage's relative config path is read from the repository (where launch/configs lives) unless it
+exists under the working directory; every other path is relative to the working directory (default:
+the current one). A failing stage stops the recipe (exit 1) naming its log. On a cluster, submit each
+stage's sbatch instead (launch/README.md, "Recipes").
+
+input:
+  a recipe YAML (launch/recipes/infir.yaml, infialign.yaml):
+    name: infir
+    stages:
+      - {name: from-hf, run: "infi convert from-hf --hf /models/Llama-3.2-1B --out runs/infir-1b/ckpt"}
+      - {name: pretrain, run: "infi train ...", torchrun: true}
+  each stage reads what its config names (the first stages: your corpora and models)
+
+output (under --workdir):
+  runs/<paper>/...                  what the stages write (their configs' output paths)
+  logs/recipe-<name>/<stage>.log    each stage's console output
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import subprocess
@@ -28,7 +37,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megatron_infi.config.core import ConfigError, from_dict, load_yaml, validate_tree
+from megatron_infi.config.core import command_parser, from_dict, load_yaml, validate_tree
+from megatron_infi.errors import ConfigError, DataError, RunError, command
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "launch" / "recipes"
@@ -78,6 +88,8 @@ class Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    if not Path(path).is_file():
+        raise DataError(f"recipe file not found: {path}")
     recipe = from_dict(Recipe, load_yaml(path))
     validate_tree(recipe)
     return recipe
@@ -179,7 +191,7 @@ def run_recipe(
     nproc: int = 1,
     workdir: str | Path = ".",
 ) -> list[str]:
-    """Run the stages in order; returns their names. Raises RuntimeError naming a failed stage."""
+    """Run the stages in order; returns their names. Raises RunError naming a failed stage."""
     workdir = Path(workdir).resolve()
     by_stage = parse_sets(recipe, list(sets))
     done = []
@@ -189,36 +201,28 @@ def run_recipe(
         print(f"[recipe {recipe.name}] {stage.name}: {shlex.join(command)}", flush=True)
         code = run_stage(command, workdir, log_path)
         if code != 0:
-            raise RuntimeError(
-                f"recipe {recipe.name}: stage {stage.name} failed (exit {code}); log: {log_path}"
-            )
+            raise RunError(f"recipe {recipe.name}: stage {stage.name} failed (exit {code}); log: {log_path}")
         done.append(stage.name)
     return done
 
 
+@command("infi recipe run")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="infi recipe run", description=__doc__.split("\n\n")[0])
+    parser = command_parser("infi recipe run", __doc__)
     parser.add_argument("recipe", help="a recipe file, e.g. launch/recipes/infir.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the stage commands in order and exit")
     parser.add_argument("--from", dest="first", help="first stage to run (default: the first)")
     parser.add_argument("--to", dest="last", help="last stage to run (default: the last)")
     parser.add_argument("--nproc", type=int, default=1, help="processes for torchrun stages (default 1)")
-    parser.add_argument("--workdir", default=".", help="where the stages run (runs/ goes there)")
+    parser.add_argument("--workdir", default=".", help="where the stages run (runs/ and logs/ go there)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe)
-        if args.dry_run:
-            for line in stage_lines(recipe, args.sets, args.first, args.last, args.nproc):
-                print(line)
-            return 0
-        run_recipe(recipe, args.sets, args.first, args.last, args.nproc, args.workdir)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"recipe: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        print(str(err), file=sys.stderr)
-        return 1
+    recipe = load_recipe(args.recipe)
+    if args.dry_run:
+        for line in stage_lines(recipe, args.sets, args.first, args.last, args.nproc):
+            print(line)
+        return 0
+    run_recipe(recipe, args.sets, args.first, args.last, args.nproc, args.workdir)
     return 0
 
 

@@ -1,7 +1,28 @@
-"""`python -m megatron_infi.train --config X.yaml [key=value ...]` (run under torchrun).
+"""Pretrain or anneal a model on megatron-core; one process per GPU, under torchrun.
+
+    torchrun --nproc-per-node N -m megatron_infi.train --config X.yaml [key=value ...]
+    infi train --config X.yaml --dry-run        # check it and print the resolved config
 
 Pretraining and annealing are the same program; `stage: anneal` starts from `checkpoint.load`
-with its own data blend and schedule.
+with its own data blend and schedule. A run restarted with the same run_dir resumes exactly.
+
+input:
+  data.blend: Megatron indexed datasets (<prefix>.bin / .idx, one EOD token after each document), by
+  `prefix`, or by `domain` inside `data.dir` (the output_dir of `infi data pretrain`, whose
+  manifest.json is checked against data.tokenizer), each with a sampling weight:
+    data: {tokenizer: runs/data/tokenizer, dir: runs/data/out,
+           blend: [{domain: web, weight: 0.7}, {prefix: /data/math_text_document, weight: 0.3}]}
+  data.tokenizer: an HF tokenizer dir; checkpoint.load (optional): a checkpoint root to start from
+  (`infi convert from-hf`'s --out, or a pretraining run's <run_dir>/checkpoints)
+
+output (under run_dir):
+  checkpoints/iter_XXXXXXX/          megatron-core distributed checkpoints with run.json (resolved
+  checkpoints/latest_checkpointed_iteration.txt   config, tokenizer, data position): the input of
+                                     `infi convert to-hf --load <run_dir>/checkpoints`
+  config.yaml, logs/train_metrics.jsonl, tensorboard/, cache/ (dataset index caches)
+
+example config: launch/configs/demo/pretrain.yaml, anneal.yaml (toy, 2 CPU processes);
+launch/configs/pretrain/infir_1b_pretrain.yaml, infir_1b_anneal.yaml (paper scale)
 """
 
 from __future__ import annotations
@@ -11,8 +32,9 @@ import os
 import sys
 
 import megatron_infi.models  # noqa: F401  (registers the architectures model.preset / model.arch name)
-from megatron_infi.config.core import ConfigError, parse_stage_config
+from megatron_infi.config.core import parse_stage_config
 from megatron_infi.config.schema import TrainConfig
+from megatron_infi.errors import command
 
 
 def _setup_logging() -> None:
@@ -28,25 +50,24 @@ def _setup_logging() -> None:
     logging.getLogger("megatron").setLevel(logging.WARNING)
 
 
+@command("infi train")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(TrainConfig, "Pretrain or anneal a model on megatron-core.", argv)
+    cfg, dry_run = parse_stage_config(TrainConfig, "infi train", __doc__, argv)
     if dry_run:
         return 0
+    # torchrun's environment tells the world size: check the layout against it before any process
+    # group exists (megatron-core would otherwise stop every rank with its own traceback).
+    cfg.validate_world(int(os.environ.get("WORLD_SIZE", "1")))
     _setup_logging()
-    from megatron_infi.data.gpt_data import DataError
-    from megatron_infi.training.checkpoint import CheckpointError
+    from megatron_infi.training import patches
+
+    patches.apply()
     from megatron_infi.training.distributed import shutdown
     from megatron_infi.training.trainer import Trainer
 
     try:
         trainer = Trainer(cfg).setup()
         trainer.run()
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    except (DataError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     finally:
         shutdown()
     return 0

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megatron_infi.errors import RunError
+
 
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -86,8 +88,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class DirLockedError(RuntimeError):
-    """Another live process holds the directory's lock."""
+class DirLockedError(RunError):
+    """Another live process holds the directory's lock (exit 1: wait for it, or use another dir)."""
 
 
 class DirLock:

@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):
             item.add_marker(skip_gpu)
 
 
@@ -44,3 +44,12 @@ def boolq_corpus(tmp_path_factory, llama3_tokenizer_dir):
     from tests.corpus import write_indexed_corpus
 
     return write_indexed_corpus(tmp_path_factory.mktemp("corpus"), llama3_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def megatron_patches():
+    """What every entry point that runs megatron-core does first (megatron_infi/training/patches.py);
+    the test folders that start megatron-core in-process use it from their conftest.py."""
+    from megatron_infi.training import patches
+
+    return patches.apply()

@@ -19,6 +19,7 @@ import numpy as np
 
 from megatron_infi import assets
 from megatron_infi.data_processing.decontamination.ngram import BenchmarkItem, load_benchmark_items
+from megatron_infi.errors import DataError
 
 # Benchmark fields that hold a question (what an SFT prompt would paraphrase); answers and
 # solutions are left to the n-gram index, where a short answer cannot cause a false match.
@@ -49,7 +50,7 @@ class SentenceEncoder:
 
         path = Path(self.path) if self.path else assets.minilm_dir()
         if not path.is_dir():
-            raise FileNotFoundError(f"sentence encoder dir not found: {path}")
+            raise DataError(f"sentence encoder dir not found: {path}")
         model = SentenceTransformer(str(path), device=self.device or encoder_device(), local_files_only=True)
         if self.max_seq_length:
             model.max_seq_length = min(self.max_seq_length, model.max_seq_length or self.max_seq_length)

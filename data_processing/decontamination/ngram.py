@@ -18,6 +18,8 @@ from pathlib import Path
 
 import xxhash
 
+from megatron_infi.errors import DataError
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 # Field names tried, in order, for the text of a benchmark item (question/answer JSONL, HumanEval,
@@ -111,7 +113,7 @@ def load_benchmark_items(
     item text (question and answer are matched separately, so either leaking is caught)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"benchmark file not found: {path}")
+        raise DataError(f"benchmark file not found: {path}")
     name = benchmark or path.name.split(".")[0]
     opener = gzip.open if path.suffix == ".gz" else open
     items: list[BenchmarkItem] = []

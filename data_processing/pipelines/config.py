@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.data_processing.executor import ExecutorConfig
 
 Domain = Literal["web", "math", "code", "general", "encyclopedia", "instruction", "synthetic"]
 DOMAINS: tuple[str, ...] = ("web", "math", "code", "general", "encyclopedia", "instruction", "synthetic")
@@ -345,36 +346,6 @@ class TokenizeConfig:
             raise ConfigError("tokenizer", "a tokenizer dir or tokenizer.json path is required")
         if not self.tokenizer_json().is_file():
             raise ConfigError("tokenizer", f"tokenizer.json not found: {self.tokenizer_json()}")
-
-
-@dataclass
-class SlurmConfig:
-    partition: str = ""
-    time: str = "24:00:00"
-    cpus_per_task: int = 1
-    mem_per_cpu_gb: int = 2
-    qos: str | None = None
-    job_name: str = "infi-data"
-    env_command: str | None = None
-    venv_path: str | None = None
-    sbatch_args: dict[str, Any] = field(default_factory=dict)
-    max_array_size: int = 1001
-
-
-@dataclass
-class ExecutorConfig:
-    kind: Literal["local", "slurm"] = "local"
-    tasks: int = 4
-    workers: int = -1  # local: tasks run at once (-1: all); slurm: array throttle (-1: no limit)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-
-    def validate(self) -> None:
-        if self.tasks < 1:
-            raise ConfigError("tasks", f"must be >= 1, got {self.tasks}")
-        if self.workers == 0 or self.workers < -1:
-            raise ConfigError("workers", f"must be -1 or >= 1, got {self.workers}")
-        if self.kind == "slurm" and not self.slurm.partition:
-            raise ConfigError("slurm.partition", "is required with kind: slurm")
 
 
 @dataclass

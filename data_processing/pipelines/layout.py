@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from megatron_infi.config.core import ConfigError
 from megatron_infi.data_processing.pipelines.config import DOMAINS
 
 # top-level files a run writes besides `<domain>.bin/.idx` (and their `.<name>.tmp` siblings)
@@ -39,7 +40,9 @@ class RunLayout:
         """Remove a previous run's files and folders so that the next run starts from scratch."""
         removed = self.written_by_a_run()
         if removed and not (self.root / "config.yaml").is_file():  # every run writes it first
-            raise ValueError(f"{self.root} holds no config.yaml of a data run: not cleaning it")
+            raise ConfigError(
+                "output_dir", f"{self.root} holds no config.yaml of a data run: not cleaning it"
+            )
         for path in removed:
             if path.is_dir():
                 shutil.rmtree(path)

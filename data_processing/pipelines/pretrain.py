@@ -1,8 +1,5 @@
 """InfiR pretraining data pipeline: sources -> five stages -> `<domain>.bin/.idx` + manifest.json.
 
-    python -m megatron_infi.data_processing.pipelines.pretrain --config launch/configs/data/demo.yaml [--dry-run] [--clean] [k=v ...]
-    infi data pretrain --config ...
-
 The run is a chain of datatrove executors (local processes or SLURM job arrays with dependencies):
 
     filter           read sources, stage 1 (heuristics), stage 2 (recall)   -> work/filtered/*.jsonl.gz
@@ -12,9 +9,29 @@ The run is a chain of datatrove executors (local processes or SLURM job arrays w
 
 Every executor keeps datatrove's per-task completion markers under `logs/<executor>/`, so re-running
 the same command skips what finished and redoes only interrupted tasks; `--clean` deletes what a
-previous run left and starts over. `output_dir/.lock` keeps a second run out while one is running.
-Each source's documents are followed through the steps (source_checks): a step dropping more than half
-of a source is a warning, and a source left with none fails the run unless it has `allow_empty: true`.
+previous run left (logs/, work/, quarantine/, outputs; nothing else) and starts over.
+`output_dir/.lock` keeps a second run out while one is running. Each source's documents are followed
+through the steps (source_checks): a step dropping more than half of a source is a warning, and a
+source left with none fails the run unless it has `allow_empty: true`.
+
+input:
+  sources[*]: a file or a dir of files (`glob` narrows it) with a `domain` each: JSONL (.jsonl,
+  .jsonl.gz), parquet, or an HF dataset saved with `save_to_disk` (`format: hf_disk`); one document
+  per record, the text under `text_field` (default "text"), an id under `id_field` (default "id"):
+    {"id": "doc-1", "text": "The Pythagorean theorem states that ..."}
+  tokenize.tokenizer: an HF tokenizer dir or tokenizer.json; recall / quality models from
+  `infi data train-recall` / `infi data train-quality`; decontamination benchmark files (JSONL)
+
+output (under output_dir):
+  <domain>.bin, <domain>.idx    Megatron indexed datasets, one EOD token after each document:
+                                `megatron_infi.train`'s data.blend (`data.dir` + `domain`)
+  manifest.json                 tokenizer (+ sha256), documents, tokens, per-stage kept / dropped
+                                counts, per-source flow, warnings
+  report.md, funnel.png, decontamination_report.json
+  quarantine/                   unreadable records with file:line and reason
+  logs/<stage>/, work/          datatrove completion markers and intermediates (resume)
+
+example config: launch/configs/data/demo.yaml (toy), infir_pretrain.yaml (paper scale, SLURM)
 """
 
 from __future__ import annotations
@@ -28,10 +45,12 @@ from pathlib import Path
 import yaml
 
 from megatron_infi.config.core import ConfigError, from_dict, parse_stage_config, to_dict
+from megatron_infi.data_processing.executor import make_executor
 from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
 from megatron_infi.data_processing.pipelines.layout import RunLayout
 from megatron_infi.data_processing.pipelines.source_checks import check_sources
-from megatron_infi.utils import DirLock, DirLockedError, atomic_write_text, set_run_caches
+from megatron_infi.errors import RunError, command
+from megatron_infi.utils import DirLock, atomic_write_text, set_run_caches
 
 # keys that may change between a run and its resumption (they do not change what a task computes)
 _RESUMABLE_KEYS = ("workers", "kind", "slurm")
@@ -278,39 +297,20 @@ def build_stages(cfg: PretrainDataConfig) -> list[Stage]:
 
 def make_executors(cfg: PretrainDataConfig, stages: list[Stage]) -> list:
     """One datatrove executor per stage, each depending on the previous one."""
-    from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
-
     layout = RunLayout(cfg.output_dir)
-    ex = cfg.executor
-    executors = []
+    executors: list = []
     for stage in stages:
-        logging_dir = str(layout.logs / stage.name)
-        if ex.kind == "local":
-            workers = min(ex.workers if ex.workers != -1 else stage.tasks, stage.tasks)
-            executor = LocalPipelineExecutor(
-                stage.pipeline, tasks=stage.tasks, workers=workers, logging_dir=logging_dir
-            )
-        else:
-            s = ex.slurm
-            executor = SlurmPipelineExecutor(
+        executors.append(
+            make_executor(
+                cfg.executor,
                 stage.pipeline,
-                tasks=stage.tasks,
-                time=s.time,
-                partition=s.partition,
-                cpus_per_task=s.cpus_per_task,
-                mem_per_cpu_gb=s.mem_per_cpu_gb,
-                workers=ex.workers,
-                job_name=f"{s.job_name}-{stage.name}",
-                qos=s.qos or "",
-                env_command=s.env_command,
-                venv_path=s.venv_path,
-                sbatch_args=dict(s.sbatch_args),
-                max_array_size=s.max_array_size,
-                logging_dir=logging_dir,
+                stage.tasks,
+                layout.logs / stage.name,
+                stage.name,
                 depends=executors[-1] if executors else None,
-                slurm_logs_folder=str(layout.logs / "slurm" / stage.name),
+                slurm_logs_folder=layout.logs / "slurm" / stage.name,
             )
-        executors.append(executor)
+        )
     return executors
 
 
@@ -374,7 +374,7 @@ def run(cfg: PretrainDataConfig, clean: bool = False) -> Path:
             executor.run()
             incomplete = executor.get_incomplete_ranks()
             if incomplete:
-                raise RuntimeError(
+                raise RunError(
                     f"stage {stage.name}: tasks {incomplete} did not complete; see {root}/logs/{stage.name}"
                 )
     manifest = json.loads((root / "manifest.json").read_text())
@@ -386,29 +386,17 @@ def _echo(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-DESCRIPTION = """InfiR pretraining data pipeline (5 stages -> .bin/.idx).
-
-Rerunning the same command resumes an interrupted run (finished tasks are skipped). --clean deletes
-what a previous run left in output_dir (logs/, work/, quarantine/, outputs; nothing else) and starts
-over. One run at a time per output_dir (a .lock file names the holder)."""
-
-
+@command("infi data pretrain")
 def main(argv: list[str] | None = None) -> int:
+    # --clean is this stage's own flag (described in the help text above), read before the config
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--clean", action="store_true")
     flags, argv = extra.parse_known_args(sys.argv[1:] if argv is None else argv)
-    cfg, dry_run = parse_stage_config(PretrainDataConfig, DESCRIPTION, argv)
-    try:
-        if dry_run:
-            print(describe(cfg, build_stages(cfg)))
-            return 0
-        root = run(cfg, clean=flags.clean)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError, DirLockedError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    cfg, dry_run = parse_stage_config(PretrainDataConfig, "infi data pretrain", __doc__, argv)
+    if dry_run:
+        print(describe(cfg, build_stages(cfg)))
+        return 0
+    root = run(cfg, clean=flags.clean)
     print(
         f"done: {root}/manifest.json" if cfg.executor.kind == "local" else f"submitted: logs in {root}/logs"
     )

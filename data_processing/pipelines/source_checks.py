@@ -9,12 +9,15 @@ documents fails the run, naming the step that removed the last ones, unless its 
 
 from __future__ import annotations
 
+from megatron_infi.errors import DataError
+
 DROP_WARNING_FRACTION = 0.5
 TOP_REASONS = 3
 
 
-class EmptySourceError(ValueError):
-    """A source has no documents left after the pipeline (and its config does not allow that)."""
+class EmptySourceError(DataError):
+    """A source has no documents left after the pipeline (and its config does not allow that): bad
+    input, exit 2."""
 
 
 def _step_label(row: dict) -> str:

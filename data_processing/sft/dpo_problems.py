@@ -1,6 +1,4 @@
-"""`infi data dpo-problems --config X.yaml [k=v ...]`: the problem set of InfiAlign's DPO stage.
-
-From SFT data (sft-select's curriculum, sft-synthesize's output; JSONL or Parquet), in order:
+"""InfiAlign's DPO problem set from SFT data (sft-select's curriculum, sft-synthesize's output), in order:
   1. verifiable problems only: maths whose reference answer math-verify can compare by value, code
      with tests (open-ended records have nothing to check a model's answer against);
   2. one problem per prompt (normalised last user turn);
@@ -10,9 +8,20 @@ From SFT data (sft-select's curriculum, sft-synthesize's output; JSONL or Parque
      ceil(target_pairs / expected_pair_rate) problems are in: `infi dpo-pairs` keeps the ones the SFT
      model gets wrong (challenge selection) and pairs a wrong answer with the expert response.
 
-Writes under output_dir: problems.jsonl (the records `infi dpo-pairs` reads: id, domain math | code,
-messages = the prompt turns, answer or tests + entry_point, solution = the verified expert response),
-report.json and report.md (counts per step and reason, contamination per benchmark item).
+input:
+  inputs: SFT record files (JSONL, JSONL.gz, JSON or Parquet), the canonical records sft-select and
+  sft-synthesize write; maths records carry a checkable answer, code records tests:
+    {"messages": [{"role": "user", "content": "What is 2+3?"},
+                  {"role": "assistant", "content": "2+3=5. The answer is 5."}],
+     "meta": {"id": "m1", "task": "math", "answer": "5"}}
+  decontamination.benchmarks: JSONL files of benchmark problems whose near-copies are dropped
+
+output (under output_dir):
+  problems.jsonl   `infi dpo-pairs`'s problems: id, domain math | code, messages (the prompt turns),
+                   answer or tests + entry_point, solution (the verified expert response)
+  report.json, report.md   counts per step and reason, contamination per benchmark item
+
+example config: launch/configs/sft_data/infialign_dpo_problems.yaml
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.core import dump_yaml, parse_stage_config
 from megatron_infi.data_processing.sft.config import DPOProblemsConfig, FilterConfig, QualityConfig
 from megatron_infi.data_processing.sft.formats import read_records
 from megatron_infi.data_processing.sft.records import (
@@ -32,6 +41,7 @@ from megatron_infi.data_processing.sft.records import (
     prompt_text,
     response_text,
 )
+from megatron_infi.errors import DataError, command
 from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches, write_jsonl
 
 
@@ -126,10 +136,10 @@ def build_problems(cfg: DPOProblemsConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     for i, path in enumerate(cfg.inputs):
         if not Path(path).is_file():
-            raise ConfigError(f"inputs[{i}]", f"file not found: {path}")
+            raise DataError(f"inputs[{i}]: file not found: {path}")
     for i, path in enumerate(cfg.decontamination.benchmarks):
         if not Path(path).is_file():
-            raise ConfigError(f"decontamination.benchmarks[{i}]", f"file not found: {path}")
+            raise DataError(f"decontamination.benchmarks[{i}]: file not found: {path}")
     out.mkdir(parents=True, exist_ok=True)
     set_run_caches(out)
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
@@ -200,15 +210,12 @@ def _report_md(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@command("infi data dpo-problems")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(DPOProblemsConfig, "InfiAlign DPO problem set from SFT data", argv)
+    cfg, dry_run = parse_stage_config(DPOProblemsConfig, "infi data dpo-problems", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        report = build_problems(cfg)
-    except ConfigError as err:
-        print(f"dpo-problems: {err}", file=sys.stderr)
-        return 2
+    report = build_problems(cfg)
     print(
         f"[dpo-problems] {report['problems']} problems ({report['tasks']}) for ~{report['target_pairs']} "
         f"pairs -> {report['problems_file']}"

@@ -17,11 +17,13 @@ import hashlib
 import json
 from typing import Any
 
+from megatron_infi.errors import DataError
+
 ROLES = ("system", "user", "assistant")
 TASKS = ("math", "code", "open")
 
 
-class RecordError(ValueError):
+class RecordError(DataError):
     """A record that cannot become a canonical SFT sample: a short reason (counted) and a detail."""
 
     def __init__(self, reason: str, detail: str = ""):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from megatron_infi.errors import DataError
+
 
 def reward_device() -> str:
     import torch
@@ -27,7 +29,7 @@ class RewardModel:
         from transformers import AutoTokenizer
 
         if not Path(self.path).is_dir():
-            raise FileNotFoundError(f"reward model dir not found: {self.path}")
+            raise DataError(f"reward model dir not found: {self.path}")
         tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

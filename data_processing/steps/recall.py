@@ -14,6 +14,7 @@ from datatrove.pipeline.filters.fasttext_filter import FastTextClassifierFilter
 from datatrove.utils.text import SPLIT_TEXT_DOCUMENTS
 
 from megatron_infi.data_processing.steps.heuristics import PredictOnlyFastTextMixin
+from megatron_infi.errors import DataError
 
 LABEL_PREFIX = "__label__"
 
@@ -23,7 +24,7 @@ class RecallFilter(PredictOnlyFastTextMixin, FastTextClassifierFilter):
 
     def __init__(self, model_path: str, thresholds: dict[str, float], domains: list[str]):
         if not Path(model_path).is_file():
-            raise FileNotFoundError(f"recall model not found: {model_path}")
+            raise DataError(f"recall model not found: {model_path}")
         super().__init__(
             model_url=model_path,
             keep_labels=list(thresholds.items()),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import types
 import typing
 from pathlib import Path
@@ -18,17 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config problem, reported as `<dotted.field>: <message>`."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
-
-    def under(self, prefix: str) -> ConfigError:
-        return ConfigError(f"{prefix}.{self.field}" if self.field else prefix, self.message)
+from megatron_infi.errors import ConfigError
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -209,26 +198,39 @@ def load_config[T](cls: type[T], path: str | Path | None, overrides: list[str] |
     return cfg
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
+class CommandParser(argparse.ArgumentParser):
+    """argparse with the exit-code policy's one-line errors (megatron_infi/errors.py): a wrong
+    argument exits 2 with `<prog>: usage error: <what> (see --help)`, not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: usage error: {message} (see --help)\n")
+
+
+def command_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """Every command's parser: its own name in the usage line, and its module docstring as the help
+    text (what it reads, with a minimal example record; what it writes; a shipped example config)."""
+    return CommandParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def stage_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """The argument surface every config-driven stage shares."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", help="YAML config (see launch/configs/)")
+    parser = command_parser(prog, doc)
+    parser.add_argument("--config", help="YAML config (examples in launch/configs/)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.lr=3e-4")
     return parser
 
 
-def parse_stage_config[T](cls: type[T], description: str, argv: list[str] | None = None) -> tuple[T, bool]:
-    """Parse `--config X.yaml [--dry-run] [k=v ...]`; exit 2 with a one-line reason on a bad config.
+def parse_stage_config[T](
+    cls: type[T], prog: str, doc: str | None, argv: list[str] | None = None
+) -> tuple[T, bool]:
+    """Parse `--config X.yaml [--dry-run] [k=v ...]` into a validated `cls`; a bad config raises
+    ConfigError (the entry point's `errors.command` wrapper turns it into one line and exit 2).
 
     Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.
     """
-    args = stage_parser(description).parse_args(argv)
-    try:
-        cfg = load_config(cls, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    args = stage_parser(prog, doc).parse_args(argv)
+    cfg = load_config(cls, args.config, args.overrides)
     if args.dry_run:
         print(dump_yaml(cfg), end="")
     return cfg, args.dry_run

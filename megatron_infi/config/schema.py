@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
 
 # ----------------------------------------------------------------------------- model architectures
 # The architectures and their presets are defined in megatron_infi.models (one module each), which
@@ -205,6 +206,9 @@ class OptimizerConfig:
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
+    # The AdamW kernel: fused (one pass per step) or torch (torch's default, multi-tensor on GPU);
+    # auto: fused on GPU, torch on CPU. Resolved at start-up and recorded in <run_dir>/config.yaml.
+    impl: Literal["auto", "torch", "fused"] = "auto"
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -214,7 +218,10 @@ class OptimizerConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class LRScheduleConfig:
+    """The learning rate over iterations (megatron-core's OptimizerParamScheduler); post-training's
+    `schedule:` is TRL's epochs and batch instead (posttrain.common.EpochScheduleConfig)."""
+
     # cosine / linear decay to min_lr after warmup; wsd = warmup, stable at lr, then decay over
     # the last `wsd_decay_iters`; constant = lr after warmup.
     style: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
@@ -232,30 +239,17 @@ class ScheduleConfig:
 
 
 @dataclass
-class CheckpointConfig:
-    save_interval: int = 0  # 0: only at the end of training
-    keep_last: int = 3
+class PretrainCheckpointConfig(CheckpointConfig):
     # Weights to start from when the run dir has no checkpoint yet (continued pretraining from a
     # converted HF model, or annealing from a pretraining run): a checkpoint root dir.
     load: str | None = None
     load_iteration: int | None = None
     # For `load`: carry the optimizer state over (true) or start it fresh (false).
     load_optimizer: bool = False
-    auto_resume: bool = True
-
-    def validate(self) -> None:
-        if self.save_interval < 0:
-            raise ConfigError("save_interval", "must be >= 0")
-        if self.keep_last < 1:
-            raise ConfigError("keep_last", "must be >= 1")
 
 
 @dataclass
-class LoggingConfig:
-    log_interval: int = 10
-    tensorboard: bool = True
-    wandb: bool = False
-    wandb_project: str = "megatron-infi"
+class PretrainLoggingConfig(LoggingConfig):
     # Peak dense bf16 FLOP/s of one device, for MFU (H100 SXM: 989 TF/s).
     peak_flops: float = 989e12
 
@@ -294,9 +288,9 @@ class TrainConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    checkpoint: PretrainCheckpointConfig = field(default_factory=PretrainCheckpointConfig)
+    logging: PretrainLoggingConfig = field(default_factory=PretrainLoggingConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
 
     @staticmethod

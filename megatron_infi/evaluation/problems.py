@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from megatron_infi.errors import DataError
 from megatron_infi.scoring.math import last_boxed
 from megatron_infi.utils import SkipCounter, read_rows
 
@@ -39,8 +40,8 @@ class Problem:
     meta: dict = field(default_factory=dict)
 
 
-class BenchmarkFileError(ValueError):
-    pass
+class BenchmarkFileError(DataError):
+    """A benchmark file that is missing or holds no usable problem: bad input, exit 2."""
 
 
 def _get(record: dict, *names: str) -> Any:

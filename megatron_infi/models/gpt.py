@@ -15,7 +15,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_infi.config.schema import ModelConfig, ParallelConfig, TrainConfig
 from megatron_infi.models import architecture
-from megatron_infi.models.spec import block_spec, gpt_model_class, gradient_accumulation_fusion
+from megatron_infi.models.spec import block_spec, gpt_model_class, gradient_accumulation_fusion, te_fusions
 
 
 def padded_vocab_size(vocab_size: int, divisible_by: int) -> int:
@@ -67,6 +67,7 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig, dtype: torc
         deallocate_pipeline_outputs=on_gpu,
         # wgrad GEMMs accumulate into the fp32 main_grad (kernels/wgrad.py) where supported.
         gradient_accumulation_fusion=gradient_accumulation_fusion(model),
+        **te_fusions(model),
         **recompute,
     )
 

@@ -21,11 +21,13 @@ from typing import Literal
 
 import torch
 
+from megatron_infi.errors import DataError
+
 Kind = Literal["copy", "qkv", "gate_up", "vocab"]
 
 
-class ConversionError(ValueError):
-    """A model or checkpoint that cannot be converted; the message names the file or field."""
+class ConversionError(DataError):
+    """A model or checkpoint that cannot be converted; the message names the file or field (exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ whichever is chosen, and checkpoints use Transformer Engine's parameter names in
 load across backends.
 
 Backends (`model.kernels`):
-- `te`: megatron-core's Transformer Engine spec (fused norm + linear, TE attention).
+- `te`: megatron-core's Transformer Engine spec (fused norm + linear, TE attention), with TE's and
+  megatron-core's fusions on (`te_fusions`, `gradient_accumulation_fusion`).
 - `triton`: kernels/ — RMSNorm, SwiGLU, RoPE and the fused output layer + cross-entropy in Triton.
 - `torch`: the same modules with torch reference ops (RMSNorm via torch's rms_norm, megatron's
   unfused SwiGLU and RoPE, the chunked linear + cross-entropy in torch). CPU always runs this.
@@ -155,13 +156,30 @@ WGRAD_FUSION = True
 
 def gradient_accumulation_fusion(model: ModelConfig) -> bool:
     """Whether linear layers accumulate weight gradients inside the wgrad GEMM into the fp32
-    main_grad (megatron-core's `gradient_accumulation_fusion`; kernels/wgrad.py provides the GEMM
-    without apex). On with kernels=triton on a GPU whose torch supports it."""
-    if not WGRAD_FUSION or not torch.cuda.is_available() or resolve_backend(model) != "triton":
+    main_grad (megatron-core's `gradient_accumulation_fusion`): with kernels=triton or te on a GPU
+    where megatron-core has the GEMM, apex's or kernels/wgrad.py's (installed by training/patches.py).
+    TE's linears fuse it themselves; the output layer (megatron-core's own linear) needs the GEMM.
+    Reads state only: it patches nothing."""
+    if not WGRAD_FUSION or not torch.cuda.is_available() or resolve_backend(model) not in ("triton", "te"):
         return False
-    from megatron_infi.kernels import wgrad
+    from megatron.core.tensor_parallel import layers
 
-    return wgrad.install()
+    return layers._grad_accum_fusion_available
+
+
+def te_fusions(model: ModelConfig) -> dict:
+    """TransformerConfig fusion fields for kernels=te, as Megatron-LM's recipes run Transformer
+    Engine: TE's fused RoPE, megatron-core's fused bias-SwiGLU, and its fused vocab-parallel
+    cross-entropy ('native': megatron-core warns that TE's has known stability issues). The local
+    backends fuse these ops in kernels/ instead, so they get none of them."""
+    if resolve_backend(model) != "te":
+        return {}
+    return dict(
+        apply_rope_fusion=True,
+        bias_activation_fusion=True,
+        cross_entropy_loss_fusion=True,
+        cross_entropy_fusion_impl="native",
+    )
 
 
 def check_supported(model: ModelConfig, parallel) -> None:

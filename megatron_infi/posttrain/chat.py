@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from megatron_infi.errors import DataError
+
 CHATML_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>"]
 # ChatML with the assistant turn (content + <|im_end|>) inside generation markers.
 CHATML_TEMPLATE = (
@@ -26,8 +28,9 @@ CHATML_TEMPLATE = (
 )
 
 
-class ChatTemplateError(ValueError):
-    pass
+class ChatTemplateError(DataError):
+    """A chat template that cannot train or evaluate (missing, unreadable, without the markers
+    assistant-only loss needs): bad input, exit 2."""
 
 
 def _read_template_file(path: str) -> str:

@@ -1,4 +1,5 @@
-"""Pieces shared by `infi sft` and `infi dpo`: config sections, device selection, TRL argument
+"""Pieces shared by `infi sft` and `infi dpo`: config sections (with `checkpoint:` / `logging:` from
+config.sections, shared with pretraining), device selection, TRL argument
 building, checkpoint discovery, atomic HF export, weight fingerprints and loss plots.
 
 Device-specific choices (precision, attention kernel, gradient checkpointing) sit in the small
@@ -13,14 +14,13 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
 from megatron_infi.utils import atomic_write_json
-
-REPORTERS = ("tensorboard", "wandb")
 
 
 @dataclass
@@ -48,8 +48,9 @@ class OptimConfig:
 
 
 @dataclass
-class ScheduleConfig:
-    """How long and how big: epochs (or a step cap) and the global / per-device batch."""
+class EpochScheduleConfig:
+    """How long and how big, TRL-style: epochs (or a step cap) and the global / per-device batch.
+    (Pretraining's `schedule:` is the LR over iterations instead: config.schema.LRScheduleConfig.)"""
 
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -66,34 +67,6 @@ class ScheduleConfig:
                 "global_batch_size",
                 f"{self.global_batch_size} is not a multiple of micro_batch_size={self.micro_batch_size}",
             )
-
-
-@dataclass
-class CheckpointConfig:
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    resume: bool = True  # continue from the last complete checkpoint in the output dir
-
-    def validate(self) -> None:
-        if self.save_steps < 1:
-            raise ConfigError("save_steps", f"must be >= 1, got {self.save_steps}")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise ConfigError("save_total_limit", f"must be >= 1 or null, got {self.save_total_limit}")
-
-
-@dataclass
-class LoggingConfig:
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard", "wandb"])
-    logging_steps: int = 10
-    wandb_project: str = "megatron-infi"
-    run_name: str | None = None
-
-    def validate(self) -> None:
-        unknown = sorted(set(self.report_to) - set(REPORTERS))
-        if unknown:
-            raise ConfigError("report_to", f"unknown reporter(s) {unknown}; known: {list(REPORTERS)}")
-        if self.logging_steps < 1:
-            raise ConfigError("logging_steps", f"must be >= 1, got {self.logging_steps}")
 
 
 @dataclass
@@ -140,7 +113,7 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def gradient_accumulation(schedule: ScheduleConfig, field_prefix: str) -> int:
+def gradient_accumulation(schedule: EpochScheduleConfig, field_prefix: str) -> int:
     per_step = schedule.micro_batch_size * world_size()
     if schedule.global_batch_size % per_step:
         raise ConfigError(
@@ -154,7 +127,7 @@ def gradient_accumulation(schedule: ScheduleConfig, field_prefix: str) -> int:
 def trainer_arguments(
     *,
     output_dir: Path,
-    schedule: ScheduleConfig,
+    schedule: EpochScheduleConfig,
     optim: OptimConfig,
     checkpoint: CheckpointConfig,
     logging: LoggingConfig,
@@ -185,13 +158,14 @@ def trainer_arguments(
         "adam_beta1": optim.adam_beta1,
         "adam_beta2": optim.adam_beta2,
         "max_grad_norm": optim.max_grad_norm,
-        "save_strategy": "steps",
-        "save_steps": checkpoint.save_steps,
-        "save_total_limit": checkpoint.save_total_limit,
+        # save_interval 0: no periodic checkpoint (a preemption signal still saves one).
+        "save_strategy": "steps" if checkpoint.save_interval else "no",
+        "save_steps": max(checkpoint.save_interval, 1),  # unused with save_strategy "no"
+        "save_total_limit": checkpoint.keep_last,
         "eval_strategy": "epoch" if has_eval else "no",
-        "logging_steps": logging.logging_steps,
+        "logging_steps": logging.log_interval,
         "logging_first_step": True,
-        "report_to": list(logging.report_to) or "none",
+        "report_to": logging.reporters or "none",
         "seed": runtime.seed,
         "data_seed": runtime.seed,
         "dataset_num_proc": runtime.dataset_num_proc,

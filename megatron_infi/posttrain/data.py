@@ -16,13 +16,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+from megatron_infi.errors import DataError
 from megatron_infi.utils import SkipCounter, read_rows
 
 ROLES = ("system", "user", "assistant")
-
-
-class DataError(ValueError):
-    pass
 
 
 def clean_messages(value: Any) -> list[dict[str, str]] | str:

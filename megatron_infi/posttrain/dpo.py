@@ -1,29 +1,43 @@
-"""`infi dpo --config X.yaml`: TRL DPOTrainer over an HF model dir (normally the SFT export).
+"""Direct preference optimisation (TRL's DPOTrainer) of an HF model dir, normally the SFT export.
 
 The reference is the frozen starting model (or `ref_model`), kept in memory or, with
 `reference: precomputed`, replaced by log-probs computed once before training. The held-out pairs
 (`eval_data`, or `eval_fraction` of `data`) are scored before and after training, so the summary
 states how far the chosen-vs-rejected reward margin moved.
 
-Layout under `output_dir`: checkpoints/checkpoint-N/, model/ (HF export), summary.json,
-log_history.json, tensorboard/, dpo.png, resolved_config.yaml.
+input:
+  model: an HF model dir, e.g. `infi sft`'s <output_dir>/<last phase>/model
+  data: JSONL of preference pairs, TRL's conversational format (what `infi dpo-pairs` writes as
+  pairs.jsonl); the prompt ends with a user turn, chosen / rejected are assistant turns:
+    {"prompt": [{"role": "user", "content": "What is 2+3?"}],
+     "chosen": [{"role": "assistant", "content": "2+3=5. \\\\boxed{5}"}],
+     "rejected": [{"role": "assistant", "content": "2+3=6. \\\\boxed{6}"}]}
+
+output (under output_dir):
+  model/                       HF export of the trained policy: eval's input
+  checkpoints/checkpoint-N/    Trainer checkpoints (resume)
+  summary.json                 held-out reward margins before / after, losses, skipped records
+  log_history.json, tensorboard/, dpo.png, resolved_config.yaml
+
+example config: launch/configs/posttrain/demo_dpo.yaml (toy), infialign_dpo.yaml
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
+from megatron_infi.errors import command
 from megatron_infi.posttrain import common
-from megatron_infi.posttrain.chat import ChatTemplateError, prepare_chat_template
-from megatron_infi.posttrain.data import DataError, read_preference_records, split_held_out, to_dataset
-from megatron_infi.posttrain.preemption import Preempted, preemption_callback
+from megatron_infi.posttrain.chat import prepare_chat_template
+from megatron_infi.posttrain.data import read_preference_records, split_held_out, to_dataset
+from megatron_infi.posttrain.preemption import preemption_callback
 from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches
 
 LOSS_TYPES = (
@@ -57,10 +71,10 @@ class DPOStageConfig:
     loss_weights: list[float] | None = None
     reference: Literal["model", "precomputed"] = "model"
     max_length: int = 4096
-    schedule: common.ScheduleConfig = field(default_factory=common.ScheduleConfig)
+    schedule: common.EpochScheduleConfig = field(default_factory=common.EpochScheduleConfig)
     optim: common.OptimConfig = field(default_factory=_dpo_optim)
-    checkpoint: common.CheckpointConfig = field(default_factory=common.CheckpointConfig)
-    logging: common.LoggingConfig = field(default_factory=common.LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     runtime: common.RuntimeConfig = field(default_factory=common.RuntimeConfig)
 
     def validate(self) -> None:
@@ -203,18 +217,12 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
     return summary
 
 
+@command("infi dpo")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(DPOStageConfig, "DPO with TRL's DPOTrainer.", argv)
+    cfg, dry_run = parse_stage_config(DPOStageConfig, "infi dpo", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        summary = run_dpo(cfg)
-    except (ConfigError, DataError, ChatTemplateError) as err:
-        print(f"dpo: {err}", file=sys.stderr)
-        return 2
-    except Preempted as stop:
-        print(f"[dpo] {stop}", file=sys.stderr)
-        return 0
+    summary = run_dpo(cfg)
     before = summary["held_out_before"].get("eval_rewards/margins")
     after = summary["held_out_after"].get("eval_rewards/margins")
     print(f"[dpo] model: {summary['model_dir']}  held-out reward margin: {before} -> {after}")

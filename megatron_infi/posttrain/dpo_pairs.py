@@ -1,4 +1,4 @@
-"""`infi dpo-pairs --config X.yaml`: DPO pairs from the SFT model's own errors (InfiAlign's recipe).
+"""DPO preference pairs from the SFT model's own errors (InfiAlign's recipe).
 
 1. sample the model `sampling.n` times per problem through the shared generation backend;
 2. verify every sample: maths with math-verify against the reference answer, code in the sandbox;
@@ -8,28 +8,36 @@
 5. clean: length limits (tokens), format (a wrong maths sample must state an answer), dedup;
 6. verify both sides again, so that no pair has a correct answer as rejected or a wrong one as chosen.
 
-Problem records (JSONL, JSON or Parquet; `infi data dpo-problems` writes them from SFT data):
-    {"id", "domain": "math", "prompt" | "messages", "answer", "solution"?}
-    {"id", "domain": "code", "prompt" | "messages", "tests", "entry_point"?, "solution"?}
-`solution` is the expert solution (for code: a complete program the tests run against).
+input:
+  generation.model: the SFT model's HF dir (e.g. `infi sft`'s <output_dir>/<last phase>/model)
+  problems: JSONL, JSON or Parquet (`infi data dpo-problems` writes them from SFT data), one problem
+  per record; "prompt" (a string) or "messages" (ending with the user turn); "solution" is the expert
+  solution (for code: a complete program the tests run against):
+    {"id": "m1", "domain": "math", "prompt": "What is 2+3?", "answer": "5", "solution": "2+3=5"}
+    {"id": "c1", "domain": "code", "prompt": "Write add(a, b).", "tests": "assert add(2, 3) == 5",
+     "entry_point": "add"}
 
-Outputs under `output_dir`: pairs.jsonl (TRL conversational preference format + "meta"),
-samples.jsonl (every sample with its verdict), report.json, report.md, pass_rate.png.
+output (under output_dir):
+  pairs.jsonl      TRL conversational preference pairs + "meta": `infi dpo`'s data
+  samples.jsonl    every sample with its verdict
+  report.json, report.md, pass_rate.png
+
+example config: launch/configs/posttrain/demo_dpo_pairs.yaml (toy), infialign_dpo_pairs.yaml
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.errors import DataError, command
 from megatron_infi.generation import GenerationConfig, SamplingParams
-from megatron_infi.posttrain.data import DataError, clean_messages
+from megatron_infi.posttrain.data import clean_messages
 from megatron_infi.utils import (
     SkipCounter,
     atomic_write_json,
@@ -447,15 +455,12 @@ def run_dpo_pairs(cfg: DPOPairsConfig, samples: list[list[str]] | None = None) -
     return report
 
 
+@command("infi dpo-pairs")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(DPOPairsConfig, "DPO pairs from the SFT model's own errors.", argv)
+    cfg, dry_run = parse_stage_config(DPOPairsConfig, "infi dpo-pairs", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        report = run_dpo_pairs(cfg)
-    except (ConfigError, DataError) as err:
-        print(f"dpo-pairs: {err}", file=sys.stderr)
-        return 2
+    report = run_dpo_pairs(cfg)
     print(
         f"[dpo-pairs] {report['pairs']} pairs from {report['challenging_problems']}/{report['problems']} "
         f"challenging problems -> {report['pairs_file']}"

@@ -4,7 +4,8 @@
 forwards SIGUSR1 to the ranks (launch/slurm/common.sh, SIGNAL_MODE=forward). This callback turns the
 signal into "save a checkpoint at the end of this optimizer step, then stop"; the stage raises
 `Preempted` instead of exporting, exits 0, the job requeues itself, and the rerun resumes from that
-checkpoint (`checkpoint.resume`). Without it a time limit loses up to `save_steps` of work.
+checkpoint (`checkpoint.resume`). Without it a time limit loses up to `checkpoint.save_interval`
+steps of work.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import contextlib
 import functools
 import signal
 
+from megatron_infi.errors import Stopped
+
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
-class Preempted(RuntimeError):
+class Preempted(Stopped):
     """Training stopped on a signal after saving a checkpoint: rerun the same command to resume."""
 
 

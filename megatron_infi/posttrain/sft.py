@@ -1,32 +1,43 @@
-"""`infi sft --config X.yaml`: TRL SFTTrainer over an HF model dir, as a curriculum of phases.
+"""Supervised fine-tuning (TRL's SFTTrainer) of an HF model dir, as a curriculum of phases.
 
 Each phase (InfiAlign: foundational, then advanced) has its own data and schedule and starts from the
 previous phase's exported weights. Loss is on assistant tokens only, sequences are packed, training
-checkpoints every `checkpoint.save_steps` and resumes from the last complete checkpoint; a phase
-whose export and summary exist is not run again.
+checkpoints every `checkpoint.save_interval` steps and resumes from the last complete checkpoint; a
+phase whose export and summary exist is not run again.
 
-Layout under `output_dir`:
-    <phase>/checkpoints/checkpoint-N/   Trainer checkpoints (weights, optimizer, RNG, data position)
-    <phase>/model/                      HF export of the phase (config, safetensors, tokenizer, template)
-    <phase>/summary.json                losses, steps, weights fingerprints, skipped records
-    <phase>/tensorboard/                TensorBoard events; wandb (offline) under cache/wandb
-    sft_summary.json, loss.png, resolved_config.yaml
+input:
+  model: an HF model dir (config.json, safetensors, tokenizer), e.g. `infi convert to-hf`'s output
+  phases[*].data: JSONL, one conversation per line (OpenAI chat format), ending with the assistant
+  turn that is trained on; `meta` is optional and ignored; bad lines are skipped and counted:
+    {"messages": [{"role": "user", "content": "What is 2+3?"},
+                  {"role": "assistant", "content": "2+3=5. \\\\boxed{5}"}], "meta": {"source": "x"}}
+  (`infi data sft-select` writes phase1.jsonl / phase2.jsonl in this format)
+
+output (under output_dir):
+  <phase>/model/                      HF export of the phase: the next phase's, DPO's and eval's input
+  <phase>/checkpoints/checkpoint-N/   Trainer checkpoints (weights, optimizer, RNG, data position)
+  <phase>/summary.json                losses, steps, weights fingerprints, skipped records
+  <phase>/tensorboard/                TensorBoard events; wandb (offline) under cache/wandb
+  sft_summary.json, loss.png, resolved_config.yaml
+
+example config: launch/configs/posttrain/demo_sft.yaml (toy), infialign_sft.yaml, infir_sft.yaml
 """
 
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
+from megatron_infi.errors import command
 from megatron_infi.posttrain import common
-from megatron_infi.posttrain.chat import ChatTemplateError, prepare_chat_template
-from megatron_infi.posttrain.data import DataError, read_sft_records, to_dataset
-from megatron_infi.posttrain.preemption import Preempted, preemption_callback
+from megatron_infi.posttrain.chat import prepare_chat_template
+from megatron_infi.posttrain.data import read_sft_records, to_dataset
+from megatron_infi.posttrain.preemption import preemption_callback
 from megatron_infi.utils import SkipCounter, atomic_write_text, set_run_caches
 
 PHASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -37,7 +48,7 @@ class SFTPhaseConfig:
     name: str = "phase1"
     data: list[str] = field(default_factory=list)  # SFT record files (JSONL / JSON / Parquet)
     eval_data: list[str] = field(default_factory=list)
-    schedule: common.ScheduleConfig = field(default_factory=common.ScheduleConfig)
+    schedule: common.EpochScheduleConfig = field(default_factory=common.EpochScheduleConfig)
     optim: common.OptimConfig = field(default_factory=common.OptimConfig)
 
     def validate(self) -> None:
@@ -57,8 +68,8 @@ class SFTStageConfig:
     packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd"
     assistant_only_loss: bool = True
     phases: list[SFTPhaseConfig] = field(default_factory=lambda: [SFTPhaseConfig()])
-    checkpoint: common.CheckpointConfig = field(default_factory=common.CheckpointConfig)
-    logging: common.LoggingConfig = field(default_factory=common.LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     runtime: common.RuntimeConfig = field(default_factory=common.RuntimeConfig)
 
     def validate(self) -> None:
@@ -243,18 +254,12 @@ def run_sft(cfg: SFTStageConfig, extra_callbacks=()) -> dict[str, Any]:
     return result
 
 
+@command("infi sft")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(SFTStageConfig, "Two-phase SFT curriculum with TRL's SFTTrainer.", argv)
+    cfg, dry_run = parse_stage_config(SFTStageConfig, "infi sft", __doc__, argv)
     if dry_run:
         return 0
-    try:
-        result = run_sft(cfg)
-    except (ConfigError, DataError, ChatTemplateError) as err:
-        print(f"sft: {err}", file=sys.stderr)
-        return 2
-    except Preempted as stop:
-        print(f"[sft] {stop}", file=sys.stderr)
-        return 0
+    result = run_sft(cfg)
     print(f"[sft] final model: {result['final_model']}")
     return 0
 

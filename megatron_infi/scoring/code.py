@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
+from megatron_infi.errors import RunError
 from megatron_infi.scoring.seccomp import seccomp_filter
 
 STATUSES = ("passed", "failed", "timeout", "memory", "blocked", "error")
@@ -66,7 +67,7 @@ _BWRAP_ERROR = "bwrap: "
 log = logging.getLogger(__name__)
 
 
-class SandboxUnavailableError(RuntimeError):
+class SandboxUnavailableError(RunError):
     """No isolation on this host and the caller did not opt into running code without it."""
 
 

@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from megatron_infi.config.core import to_dict
 from megatron_infi.config.schema import TrainConfig
+from megatron_infi.errors import DataError
 from megatron_infi.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ FORMAT_VERSION = 1
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "fully_reshardable"}
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DataError):
     pass
 
 
@@ -159,10 +160,8 @@ def _sharded_state_dict(
         sd[key] = chunk.sharded_state_dict()
     if with_optimizer and optimizer is not None:
         if loading:
-            from megatron_infi.training import mcore_fixes
             from megatron_infi.training.optim import materialize_adam_state
 
-            mcore_fixes.apply()
             materialize_adam_state(optimizer)
         model_sd = {k: v for k, v in sd.items() if k.startswith("model")}
         sd["optimizer"] = optimizer.sharded_state_dict(

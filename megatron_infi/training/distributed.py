@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from megatron_infi.training import cpu_adapter
+from megatron_infi.training import patches
 
 
 def backend() -> str:
@@ -40,7 +40,7 @@ class WorldInfo:
 
 def init_process_group(timeout_minutes: int = 30) -> tuple[int, int, int]:
     """Join torchrun's group, or form a one-process group when launched without torchrun."""
-    cpu_adapter.apply()
+    patches.require_applied()
     if not dist.is_initialized():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():

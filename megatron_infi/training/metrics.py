@@ -58,7 +58,7 @@ class MetricsLogger:
                 project=cfg.logging.wandb_project,
                 dir=str(Path(cfg.run_dir)),
                 config=to_dict(cfg),
-                name=Path(cfg.run_dir).name,
+                name=cfg.logging.run_name or Path(cfg.run_dir).name,
                 resume="allow",
             )
         self._window_start = time.perf_counter()

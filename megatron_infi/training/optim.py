@@ -7,7 +7,9 @@ from megatron.core.optimizer import OptimizerConfig as McoreOptimizerConfig
 from megatron.core.optimizer import get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
+from megatron_infi.config.core import ConfigError
 from megatron_infi.config.schema import TrainConfig
+from megatron_infi.kernels.optim import fused_adam_devices, set_fused_adam
 
 _DECAY_STYLE = {"cosine": "cosine", "linear": "linear", "constant": "constant", "wsd": "WSD"}
 _WSD_STYLE = {
@@ -34,6 +36,38 @@ def build_optimizer(cfg: TrainConfig, model_chunks: list[torch.nn.Module], dtype
         use_distributed_optimizer=cfg.parallel.distributed_optimizer,
     )
     return get_megatron_optimizer(config, model_chunks, use_gloo_process_groups=torch.cuda.is_available())
+
+
+def resolve_adam_impl(requested: str, device_type: str) -> str:
+    """`optimizer.impl` on this machine: 'fused' (one-pass AdamW kernel) or 'torch' (torch's default
+    AdamW, multi-tensor on CUDA). auto: fused on CUDA; CPU keeps torch's default, the reference
+    numerics of the CPU tests and the demo.
+
+    megatron-core itself uses Transformer Engine's or apex's FusedAdam when either is installed,
+    which is 'fused' and leaves no torch AdamW to choose.
+    """
+    from megatron.core.optimizer import USING_PYTORCH_OPTIMIZER
+
+    if not USING_PYTORCH_OPTIMIZER:
+        if requested == "torch":
+            raise ConfigError(
+                "optimizer.impl", "torch: megatron-core uses Transformer Engine's / apex's FusedAdam here"
+            )
+        return "fused"
+    if requested == "auto":
+        return "fused" if device_type == "cuda" else "torch"
+    if requested == "fused" and device_type not in fused_adam_devices():
+        raise ConfigError("optimizer.impl", f"fused: torch has no fused AdamW for {device_type} devices")
+    return requested
+
+
+def apply_adam_impl(optimizer, impl: str) -> None:
+    """Put the resolved `optimizer.impl` on megatron-core's torch AdamW; after building the optimizer
+    and again after loading a checkpoint, whose param groups carry the choice they were saved with."""
+    from megatron.core.optimizer import USING_PYTORCH_OPTIMIZER
+
+    if USING_PYTORCH_OPTIMIZER:
+        set_fused_adam(inner_torch_optimizers(optimizer), fused=impl == "fused")
 
 
 def build_scheduler(cfg: TrainConfig, optimizer) -> OptimizerParamScheduler:

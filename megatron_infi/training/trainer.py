@@ -21,7 +21,7 @@ from megatron_infi.models.spec import check_supported
 from megatron_infi.training import checkpoint as ckpt
 from megatron_infi.training.distributed import WorldInfo, device, init_model_parallel
 from megatron_infi.training.metrics import MetricsLogger
-from megatron_infi.training.optim import build_optimizer, build_scheduler
+from megatron_infi.training.optim import apply_adam_impl, build_optimizer, build_scheduler, resolve_adam_impl
 from megatron_infi.utils import atomic_write_text, set_run_caches
 
 log = logging.getLogger("megatron_infi")
@@ -44,7 +44,8 @@ def _forward_step(data_iterator, model):
     labels = batch["labels"].to(dev, non_blocking=True)
     position_ids = batch["position_ids"].to(dev, non_blocking=True)
     loss_mask = batch["loss_mask"].to(dev, non_blocking=True)
-    output = model(tokens, position_ids, None, labels=labels)
+    # The fused output loss leaves masked tokens out of its GEMMs (kernels/output_layer.py).
+    output = model(tokens, position_ids, None, labels=labels, loss_mask=loss_mask)
     return output, partial(_loss_func, loss_mask)
 
 
@@ -82,6 +83,8 @@ class Trainer:
         cfg = self.cfg
         set_run_caches(cfg.run_dir)
         check_supported(cfg.model, cfg.parallel)
+        # Resolved before config.yaml is written, so the run records the AdamW kernel it used.
+        cfg.optimizer.impl = resolve_adam_impl(cfg.optimizer.impl, device().type)
         self.world = init_model_parallel(
             cfg.parallel.tensor, cfg.parallel.pipeline, cfg.parallel.virtual_pipeline, cfg.train.seed
         )
@@ -121,12 +124,13 @@ class Trainer:
                 tconfig.param_sync_func = tconfig.param_sync_func[0]
         self._tconfig = tconfig
         self._load_initial_state()
+        apply_adam_impl(self.optimizer, cfg.optimizer.impl)
         return self
 
     def _load_initial_state(self) -> None:
         cfg = self.cfg
         root = Path(cfg.run_dir) / "checkpoints"
-        latest = ckpt.latest_iteration(root) if cfg.checkpoint.auto_resume else None
+        latest = ckpt.latest_iteration(root) if cfg.checkpoint.resume else None
         if latest is not None:
             path, _ = ckpt.resolve_checkpoint_dir(root, latest)
             self.state = ckpt.load_checkpoint(

@@ -14,9 +14,11 @@ import sys
 def main(argv: list[str]) -> None:
     from megatron_infi.checkpoints_tools.mcore_io import McoreCheckpoint
     from megatron_infi.models.gpt import build_model
+    from megatron_infi.training import patches
     from megatron_infi.training.checkpoint import load_checkpoint, save_weights
     from megatron_infi.training.distributed import init_model_parallel, shutdown
 
+    patches.apply()
     tp, pp = int(argv[0]), int(argv[1])
     init_model_parallel(tp, pp)
     for pair in argv[2:]:

@@ -131,8 +131,8 @@ def test_cli_rejects_mismatched_preset_and_unsupported_architecture(tiny, tmp_pa
     v01 = write_tiny_hf(tmp_path / "mistral_v01", "mistral", sliding_window=4096)
     assert from_hf.main(["--hf", str(v01), "--out", str(tmp_path / "d"), "--dry-run"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"infi convert from-hf: {v01}/config.json: sliding_window: 4096: sliding-window attention is "
-        "not supported"
+        f"infi convert from-hf: input error: {v01}/config.json: sliding_window: 4096: sliding-window "
+        "attention is not supported"
     )
     # A wrong training layout is caught at conversion, naming the field (6 heads do not split over 4 ranks).
     assert from_hf.main(["--hf", str(tiny["llama"]), "--out", str(tmp_path / "c"), "--tp", "4"]) == 2

@@ -62,9 +62,7 @@ def test_dry_run_prints_config_and_stages(config_file, capsys):
     ],
 )
 def test_config_errors_name_the_field(config_file, capsys, override, field, text):
-    with pytest.raises(SystemExit) as exit_info:
-        pretrain.main(["--config", str(config_file), override])
-    assert exit_info.value.code == 2
+    assert pretrain.main(["--config", str(config_file), override]) == 2
     err = capsys.readouterr().err
     assert f"{field}:" in err and text in err
 
@@ -73,8 +71,7 @@ def test_missing_source_path_is_named(config_file, capsys):
     data = yaml.safe_load(config_file.read_text())
     data["sources"][0]["path"] = "/no/such/corpus"
     config_file.write_text(yaml.safe_dump(data))
-    with pytest.raises(SystemExit):
-        pretrain.main(["--config", str(config_file)])
+    assert pretrain.main(["--config", str(config_file)]) == 2
     assert "sources[0].path: not found: /no/such/corpus" in capsys.readouterr().err
 
 

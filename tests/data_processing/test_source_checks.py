@@ -83,9 +83,9 @@ def first_run(config_file):
 
 def test_empty_source_fails_the_run_naming_source_and_step(first_run):
     code, stderr, out = first_run
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert code == 1 and errors == [
-        "error: source 'wrong' has no documents left: step '📥 wrong (jsonl)' (input) removed the last 4 "
+    errors = [line for line in stderr.splitlines() if line.startswith("infi data pretrain:")]
+    assert code == 2 and errors == [
+        "infi data pretrain: input error: source 'wrong' has no documents left: step '📥 wrong (jsonl)' (input) removed the last 4 "
         "(missing-text-field: 4) (set allow_empty: true on the source to accept this)"
     ]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -126,7 +126,9 @@ def test_busy_output_dir_is_refused_with_its_holder(first_run, config_file, caps
     with DirLock(out, what="data output_dir"):  # as a run in progress holds it
         assert pretrain.main(["--config", str(config)]) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"error: data output_dir {out} is in use: held by pid {os.getpid()} on ")
+    assert line.startswith(
+        f"infi data pretrain: error: data output_dir {out} is in use: held by pid {os.getpid()} on "
+    )
     assert (out / "manifest.json").stat().st_mtime_ns == stamp and not (out / ".lock").exists()
 
 

@@ -97,6 +97,43 @@ def test_only_hidden_requires_grad():
     assert_close_rel(h.grad, ref_dh, 1e-5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_row_loops_over_several_vocabulary_blocks(monkeypatch, dtype):
+    """CPU vocabularies fit one BLOCK_V; a small block makes the row passes loop (300 = 4 x 64 + 44),
+    at the model's hidden size of 2048."""
+    from megatron_infi.kernels import cross_entropy
+
+    monkeypatch.setattr(cross_entropy, "BLOCK_V", 64)
+    _check("triton", dtype, torch.device("cpu"), n=24, h=2048, v=300, chunk=16, upstream="arbitrary")
+
+
+def test_all_tokens_ignored():
+    hidden, weight, labels = _problem(6, 16, 64, torch.float32, torch.device("cpu"))
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss = linear_cross_entropy(h, w, torch.full_like(labels, IGNORE_INDEX), impl="torch")
+    loss.sum().backward()
+    assert not loss.any() and not h.grad.any() and not w.grad.any()
+
+
+@pytest.mark.parametrize("shared_with_embedding", [False, True], ids=["own", "shared"])
+def test_weight_grad_goes_into_ddp_main_grad(shared_with_embedding):
+    """megatron-core's fused-wgrad protocol: the gradient is added to the fp32 `main_grad`, and the
+    parameter gets a placeholder DDP's hook skips (`grad_added_to_main_grad`) or, for a weight the
+    embedding also uses (`zero_out_wgrad`), nothing, so that only the embedding's gradient is added."""
+    hidden, weight, labels = _problem(37, 32, 300, torch.float32, torch.device("cpu"))
+    upstream = torch.rand(37, generator=torch.Generator().manual_seed(5)) - 0.5
+    w = weight.clone().requires_grad_()
+    w.main_grad = torch.ones(w.shape)
+    w.grad_added_to_main_grad = False
+    if shared_with_embedding:
+        w.zero_out_wgrad = True
+    linear_cross_entropy(hidden, w, labels, impl="torch", chunk=16).backward(upstream)
+    _, _, ref_dw = _reference(hidden, weight, labels, upstream)
+    assert_close_rel(w.main_grad, 1 + ref_dw, 1e-6, "main_grad")
+    assert w.grad_added_to_main_grad
+    assert (w.grad is None) is shared_with_embedding
+
+
 def test_shape_errors():
     with pytest.raises(ValueError, match="labels"):
         linear_cross_entropy(torch.randn(4, 8), torch.randn(10, 8), torch.zeros(5, dtype=torch.long))
@@ -115,7 +152,9 @@ def test_matches_reference_gpu(dtype, upstream):
 # --- tensor-parallel vocabulary split on gloo -------------------------------------------------
 
 WORLD = 2
-N, H, V = 33, 16, 200
+N, H = 33, 16
+# fp32 with even shards; bf16 with an odd number of rows per shard (2 x 101)
+TP_CASES = {"fp32": (torch.float32, 200), "bf16": (torch.bfloat16, 202)}
 
 
 def _tp_worker(rank: int, init_file: str, out_dir: str) -> None:
@@ -123,13 +162,14 @@ def _tp_worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         for impl in IMPLS:
-            _tp_rank_run(rank, impl, out_dir)
+            for name, (dtype, vocab) in TP_CASES.items():
+                _tp_rank_run(rank, impl, dtype, vocab, f"{out_dir}/{impl}_{name}_{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def _tp_rank_run(rank: int, impl: str, out_dir: str) -> None:
-    hidden, weight, labels = _problem(N, H, V, torch.float32, torch.device("cpu"))
+def _tp_rank_run(rank: int, impl: str, dtype: torch.dtype, vocab: int, out_file: str) -> None:
+    hidden, weight, labels = _problem(N, H, vocab, dtype, torch.device("cpu"))
     upstream = torch.rand(N, generator=torch.Generator().manual_seed(9))
     shard = weight.chunk(WORLD)[rank].clone().requires_grad_()
     h = hidden.clone().requires_grad_()
@@ -137,11 +177,9 @@ def _tp_rank_run(rank: int, impl: str, out_dir: str) -> None:
         h, shard, labels, group=dist.group.WORLD, vocab_start=rank * shard.shape[0], impl=impl, chunk=8
     )
     loss.backward(upstream)
-    d_hidden = h.grad.clone()
+    d_hidden = h.grad.float()
     dist.all_reduce(d_hidden)  # what megatron's copy_to_tensor_model_parallel_region does in backward
-    torch.save(
-        {"loss": loss.detach(), "d_hidden": d_hidden, "d_shard": shard.grad}, f"{out_dir}/{impl}{rank}.pt"
-    )
+    torch.save({"loss": loss.detach(), "d_hidden": d_hidden, "d_shard": shard.grad}, out_file)
 
 
 @pytest.fixture(scope="module")
@@ -152,15 +190,24 @@ def two_rank_results(tmp_path_factory):
 
 
 @pytest.mark.dist
+@pytest.mark.parametrize("case", sorted(TP_CASES))
 @pytest.mark.parametrize("impl", IMPLS)
-def test_vocab_parallel_two_ranks_match_one(two_rank_results, impl):
-    hidden, weight, labels = _problem(N, H, V, torch.float32, torch.device("cpu"))
+def test_vocab_parallel_two_ranks_match_one(two_rank_results, impl, case):
+    dtype, vocab = TP_CASES[case]
+    hidden, weight, labels = _problem(N, H, vocab, dtype, torch.device("cpu"))
     upstream = torch.rand(N, generator=torch.Generator().manual_seed(9))
-    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
-    loss = linear_cross_entropy(h, w, labels, impl=impl)
-    loss.backward(upstream)
-    ranks = [torch.load(two_rank_results / f"{impl}{r}.pt") for r in range(WORLD)]
+    if dtype == torch.float32:  # the single-rank fused result, to fp32 rounding
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        loss = linear_cross_entropy(h, w, labels, impl=impl)
+        loss.backward(upstream)
+        expected, tol = (loss.detach(), h.grad, w.grad), {"loss": 1e-6, "grad": 1e-5}
+    else:  # the fp32 definition, to bf16 rounding
+        expected, tol = (
+            _reference(hidden, weight, labels, upstream),
+            {"loss": CE_TOL[dtype], "grad": CE_TOL[dtype]},
+        )
+    ranks = [torch.load(two_rank_results / f"{impl}_{case}_{r}.pt") for r in range(WORLD)]
     for r in ranks:
-        assert_close_rel(r["loss"], loss.detach(), 1e-6, "loss")
-        assert_close_rel(r["d_hidden"], h.grad, 1e-5, "d_hidden")
-    assert_close_rel(torch.cat([r["d_shard"] for r in ranks]), w.grad, 1e-5, "d_weight")
+        assert_close_rel(r["loss"], expected[0].detach(), tol["loss"], "loss")
+        assert_close_rel(r["d_hidden"], expected[1], tol["grad"], "d_hidden")
+    assert_close_rel(torch.cat([r["d_shard"] for r in ranks]), expected[2], tol["grad"], "d_weight")

@@ -61,8 +61,10 @@ def _worker(rank: int, port: int) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TRITON_INTERPRET="1")
     torch.set_num_threads(1)
+    from megatron_infi.training import patches
     from megatron_infi.training.distributed import init_model_parallel, shutdown
 
+    patches.apply()
     init_model_parallel(WORLD, 1, seed=11)
     try:
         for kernels in ("torch", "triton"):

@@ -54,6 +54,34 @@ def test_unavailable_backends_name_the_field():
     assert err.value.field == "model.attention"
 
 
+TE_FUSIONS = ("apply_rope_fusion", "bias_activation_fusion", "cross_entropy_loss_fusion")
+
+
+@pytest.mark.parametrize("kernels", ["te", "triton", "torch"])
+def test_fusions_follow_the_backend(monkeypatch, kernels):
+    """kernels=te runs with Transformer Engine's / megatron-core's fusions and the fused wgrad
+    accumulation; the local backends fuse those ops in kernels/ (TE is not installed here: its
+    presence, a GPU and its fused RoPE are stood in for, the selection is what is tested)."""
+    import megatron.core.models.common.embeddings.rope_utils as rope_utils
+
+    from megatron.core.tensor_parallel import layers
+
+    from megatron_infi.models import spec
+    from megatron_infi.models.gpt import transformer_config
+
+    monkeypatch.setattr(spec, "transformer_engine_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(layers, "_grad_accum_fusion_available", True)  # as patches.apply() on a GPU
+    monkeypatch.setattr(rope_utils, "fused_apply_rotary_pos_emb", lambda *a, **k: None)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    cfg = _cfg(kernels=kernels)
+    config = transformer_config(cfg.model, cfg.parallel, torch.bfloat16)
+    te = kernels == "te"
+    assert {name: getattr(config, name) for name in TE_FUSIONS} == dict.fromkeys(TE_FUSIONS, te)
+    assert config.cross_entropy_fusion_impl == "native"  # TE's own CE has known stability issues
+    assert config.gradient_accumulation_fusion is (kernels in ("te", "triton"))
+
+
 def test_sequence_parallel_is_accepted_with_our_norm():
     check_supported(_cfg().model, ParallelConfig(tensor=2, sequence_parallel=True))
 

@@ -76,13 +76,9 @@ def test_every_config_has_a_stage():
     assert not unmapped, f"add these to RULES with their stage module: {unmapped}"
 
 
-def _dry_run(module: str, name: str, overrides: list[str]) -> tuple[int, str]:
+def _dry_run(module: str, name: str, overrides: list[str]) -> int:
     main = importlib.import_module(module).main
-    try:
-        code = main(["--config", f"launch/configs/{name}", "--dry-run", *overrides])
-    except SystemExit as exit_:
-        code = exit_.code
-    return code or 0
+    return main(["--config", f"launch/configs/{name}", "--dry-run", *overrides])
 
 
 class _Parsed(Exception):
@@ -99,8 +95,8 @@ def test_config_structure_matches_its_stage(name, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(config_core, "validate_tree", lambda obj, prefix="": None)
 
-    def parse_then_stop(cls, description, argv):
-        raise _Parsed(real_parse(cls, description, argv)[0])
+    def parse_then_stop(cls, prog, doc, argv):
+        raise _Parsed(real_parse(cls, prog, doc, argv)[0])
 
     monkeypatch.setattr(module, "parse_stage_config", parse_then_stop)
     with pytest.raises(_Parsed) as parsed:

@@ -4,6 +4,7 @@ counted with file:line; the shipped presets load."""
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ def test_dry_run_prints_the_resolved_config(capsys):
          "phases[0].schedule.global_batch_size"),
         ("sft", "phases=[{name: a, data: [x.jsonl], optim: {warmup_ratio: 1.5}}]", "phases[0].optim.warmup_ratio"),
         ("sft", "phases=[{name: a/b, data: [x.jsonl]}]", "phases[0].name"),
-        ("sft", "logging.report_to=[mlflow]", "logging.report_to"),
+        ("sft", "logging.log_interval=0", "logging.log_interval"),
+        ("sft", "checkpoint.keep_last=0", "checkpoint.keep_last"),
         ("sft", "packing_strategy=zigzag", "packing_strategy"),
         ("dpo", "loss_type=[sigmoid, nonsense]", "loss_type"),
         ("dpo", "beta=0", "beta"),
@@ -77,9 +79,7 @@ def test_dry_run_prints_the_resolved_config(capsys):
 )  # fmt: skip
 def test_bad_config_is_rejected_naming_the_field(command, override, field, capsys):
     config = CONFIGS / f"demo_{command}.yaml"
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([command, "--config", str(config), "--dry-run", override])
-    assert exit_info.value.code == 2
+    assert cli.main([command, "--config", str(config), "--dry-run", override]) == 2
     assert f"config error: {field}:" in capsys.readouterr().err
 
 
@@ -99,16 +99,40 @@ def test_missing_inputs_fail_before_training(tmp_path, tiny_model_dir, capsys, m
     argv = ["dpo", "--config", str(CONFIGS / "demo_dpo.yaml"), f"model={tmp_path}", f"output_dir={tmp_path}"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("dpo: model: ") and "no config.json" in err
+    assert err.startswith("infi dpo: config error: model: ") and "no config.json" in err
 
 
 def test_world_size_must_divide_the_batch(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
-    schedule = common.ScheduleConfig(global_batch_size=64, micro_batch_size=2)
+    schedule = common.EpochScheduleConfig(global_batch_size=64, micro_batch_size=2)
     with pytest.raises(ConfigError, match=r"phases\[1\].schedule.global_batch_size: 64 is not divisible"):
         common.gradient_accumulation(schedule, "phases[1].schedule")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert common.gradient_accumulation(schedule, "schedule") == 8
+
+
+def test_shared_checkpoint_and_logging_sections_map_onto_trl(monkeypatch):
+    """`checkpoint:` / `logging:` are pretraining's sections (config.sections) with the same meaning."""
+    from megatron_infi.config.schema import TrainConfig
+    from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
+
+    for stage in (SFTStageConfig, DPOStageConfig, TrainConfig):
+        assert issubclass(typing.get_type_hints(stage)["checkpoint"], CheckpointConfig)
+        assert issubclass(typing.get_type_hints(stage)["logging"], LoggingConfig)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+
+    def trl_args(checkpoint: CheckpointConfig, logging: LoggingConfig) -> dict:
+        return common.trainer_arguments(
+            output_dir=Path("o"), schedule=common.EpochScheduleConfig(global_batch_size=2),
+            optim=common.OptimConfig(), checkpoint=checkpoint, logging=logging,
+            runtime=common.RuntimeConfig(), run_name="r", field_prefix="schedule", has_eval=False,
+        )  # fmt: skip
+
+    args = trl_args(CheckpointConfig(save_interval=7, keep_last=3), LoggingConfig(log_interval=4, wandb=True))
+    assert (args["save_strategy"], args["save_steps"], args["save_total_limit"]) == ("steps", 7, 3)
+    assert (args["logging_steps"], args["report_to"]) == (4, ["tensorboard", "wandb"])
+    args = trl_args(CheckpointConfig(save_interval=0), LoggingConfig(tensorboard=False))
+    assert args["save_strategy"] == "no" and args["report_to"] == "none"
 
 
 def _write_lines(path: Path, lines: list) -> Path:

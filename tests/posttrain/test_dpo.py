@@ -29,9 +29,9 @@ def dpo_config(model_dir: Path, data: Path, out: Path, *extra: str) -> DPOStageC
             "beta=0.1",
             "schedule={max_steps: 4, global_batch_size: 2, micro_batch_size: 2}",
             "optim={lr: 0.005, warmup_ratio: 0.0}",
-            "checkpoint.save_steps=2",
-            "logging.logging_steps=1",
-            "logging.report_to=[tensorboard]",
+            "checkpoint.save_interval=2",
+            "logging.log_interval=1",
+            "logging.tensorboard=true",
             *extra,
         ],
     )

@@ -31,9 +31,9 @@ def sft_config(
             f"output_dir={out}",
             "max_length=128",
             f"phases=[{phase_yaml}]",
-            "checkpoint.save_steps=2",
-            "logging.logging_steps=1",
-            "logging.report_to=[tensorboard]",
+            "checkpoint.save_interval=2",
+            "logging.log_interval=1",
+            "logging.tensorboard=true",
             *extra,
         ],
     )
@@ -43,7 +43,7 @@ def sft_config(
 def two_phase_run(tmp_path_factory, tiny_model_dir, sft_data):
     out = tmp_path_factory.mktemp("sft") / "run"
     phases = [("foundational", sft_data["phase1"], 3), ("advanced", sft_data["phase2"], 2)]
-    cfg = sft_config(tiny_model_dir, out, phases, "logging.report_to=[tensorboard, wandb]")
+    cfg = sft_config(tiny_model_dir, out, phases, "logging.wandb=true")
     with pytest.MonkeyPatch.context() as env:
         # set_run_caches keeps caches an earlier run set: start from none so wandb writes under `out`.
         for key in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_MODE"):
@@ -233,7 +233,7 @@ def test_preemption_signal_checkpoints_stops_and_resumes(tmp_path, tiny_model_di
     with pytest.raises(Preempted, match="step 3 of 5"):
         run_sft(cfg, extra_callbacks=[_signal_at(2)])
     assert signal.getsignal(signal.SIGUSR1) is handler
-    # Step 3 is not a save_steps=2 step: the checkpoint is the signal's, and nothing was exported.
+    # Step 3 is not a save_interval=2 step: the checkpoint is the signal's, and nothing was exported.
     checkpoints = tmp_path / "run" / "p" / "checkpoints"
     assert common.last_complete_checkpoint(checkpoints).name == "checkpoint-3"
     assert not (tmp_path / "run" / "p" / "model").exists()

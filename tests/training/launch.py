@@ -86,13 +86,18 @@ def losses(run_dir: Path) -> dict[int, float]:
     return out
 
 
-def train_in_process(cfg: dict):
-    """One-rank training inside the test process (gloo group of one); returns (trainer, losses)."""
+def setup_in_process(cfg: dict):
+    """A one-rank trainer inside the test process (gloo group of one), set up but not run."""
     from megatron_infi.config.core import from_dict, validate_tree
     from megatron_infi.config.schema import TrainConfig
     from megatron_infi.training.trainer import Trainer
 
     config = from_dict(TrainConfig, TrainConfig.preprocess(cfg))
     validate_tree(config)
-    trainer = Trainer(config).setup()
+    return Trainer(config).setup()
+
+
+def train_in_process(cfg: dict):
+    """One-rank training inside the test process (gloo group of one); returns (trainer, losses)."""
+    trainer = setup_in_process(cfg)
     return trainer, trainer.run()

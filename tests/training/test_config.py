@@ -147,7 +147,10 @@ def test_cli_dry_run_and_error_exit(tmp_path):
     assert resolved["parallel"]["tensor"] == 2 and resolved["model"]["hidden_size"] == 128
     bad = subprocess.run([*cmd, "parallel.pipeline=3"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("config error: parallel.pipeline:")
+    assert bad.stderr.strip().splitlines() == [
+        "infi train: config error: parallel.pipeline: pipeline=3 x virtual_pipeline=1 does not divide "
+        "model.num_layers=4"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -159,4 +162,4 @@ def test_cli_dry_run_rejects_zero_sizes_in_one_line(tmp_path, override):
     cmd = [sys.executable, "-m", "megatron_infi.train", "--dry-run", *BASE, override]
     bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr == f"config error: {override.split('=')[0]}: must be positive, got 0\n"
+    assert bad.stderr == f"infi train: config error: {override.split('=')[0]}: must be positive, got 0\n"
