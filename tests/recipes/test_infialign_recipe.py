@@ -23,7 +23,8 @@ POSTTRAIN = [
     "max_length=256",
     "runtime.precision=fp32",
     "runtime.gradient_checkpointing=false",
-    "logging.report_to=[]",
+    "logging.wandb=false",
+    "logging.tensorboard=false",
 ]
 
 
