@@ -1,5 +1,5 @@
 """Summarise a `benchmarks/gpu_kernels.sh` results dir: print the tables, write summary.md and
-summary.json beside the inputs, and (when matplotlib is installed) kernels.png.
+summary.json beside the inputs, and kernels.png.
 
     python benchmarks/kernels_summary.py RESULTS_DIR
 """
@@ -131,26 +131,18 @@ def summarise(out: Path) -> str:
 
 
 def plot(out: Path, model: list[dict], parity: list[dict]) -> None:
-    try:
-        import matplotlib
+    from megatron_infi.plots import label_axes, pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     rows = [r for r in model if "tokens_per_s" in r]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    if rows:
-        axes[0].barh([r["label"] for r in rows], [r["tokens_per_s"] for r in rows])
-        axes[0].set_xlabel("tokens/s (llama3.2-1b, seq 4096, 1 GPU)")
+    fig, axes = pyplot().subplots(1, 2, figsize=(12, 4))
+    axes[0].barh([r["label"] for r in rows], [r["tokens_per_s"] for r in rows])
+    label_axes(axes[0], "tokens/s (llama3.2-1b, seq 4096, 1 GPU)", "kernel configuration")
     for p in parity[-1:]:
         axes[1].plot(p["torch"], label="kernels=torch")
         axes[1].plot(p["triton"], label="kernels=triton", linestyle="--")
-        axes[1].set_xlabel("step")
-        axes[1].set_ylabel("loss")
         axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(out / "kernels.png", dpi=120)
+    label_axes(axes[1], "step", "loss", "loss with torch vs Triton kernels")
+    save_figure(fig, out / "kernels.png", dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from megatron_infi.checkpoints_tools import hf_io
 from megatron_infi.config.core import ConfigError, command_parser, from_dict, to_dict
 from megatron_infi.config.schema import ModelConfig, TrainConfig, model_presets
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.models import Architecture, architecture, for_hf_config
 from megatron_infi.models.hf_mapping import ConversionError, to_mcore
 from megatron_infi.training import patches
@@ -238,6 +239,7 @@ def _token_ids(hf_config) -> dict:
 
 @command("infi convert from-hf")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = command_parser("infi convert from-hf", __doc__)
     parser.add_argument("--hf", required=True, help="Hugging Face model dir (config.json + safetensors)")
     parser.add_argument("--out", required=True, help="checkpoint root to write")

@@ -128,10 +128,19 @@ class McoreCheckpoint:
         from megatron.core import dist_checkpointing
 
         from megatron_infi.config.core import from_dict
-        from megatron_infi.training.checkpoint import read_run_info, resolve_checkpoint_dir
+        from megatron_infi.training.checkpoint import (
+            CheckpointError,
+            read_run_info,
+            resolve_checkpoint_dir,
+            verify_checkpoint_files,
+        )
 
-        self.dir, self.iteration = resolve_checkpoint_dir(load, iteration)
-        self.info = read_run_info(self.dir)
+        try:
+            self.dir, self.iteration = resolve_checkpoint_dir(load, iteration)
+            self.info = read_run_info(self.dir)
+            verify_checkpoint_files(self.dir)
+        except CheckpointError as err:
+            raise ConversionError(str(err)) from None
         config = self.info.get("config")
         if not isinstance(config, dict) or "model" not in config:
             raise ConversionError(f"{self.dir}/run.json: no resolved config with a model section")

@@ -32,6 +32,7 @@ import torch
 from megatron_infi.checkpoints_tools import hf_io
 from megatron_infi.config.core import command_parser
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.models import architecture
 from megatron_infi.models.hf_mapping import ConversionError, to_hf
 from megatron_infi.training import patches
@@ -203,6 +204,7 @@ def export(
 
 @command("infi convert to-hf")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = command_parser("infi convert to-hf", __doc__)
     parser.add_argument("--load", required=True, help="checkpoint root (uses latest) or an iter_XXXXXXX dir")
     parser.add_argument("--iteration", type=int, help="iteration to export (default: latest)")

@@ -39,6 +39,7 @@ import torch.distributed as dist
 
 from megatron_infi.config.core import ConfigError, command_parser
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.models.hf_mapping import ConversionError
 from megatron_infi.training import patches
 
@@ -111,7 +112,8 @@ def _megatron_logits(cfg, ckpt_dir: Path, tokens: torch.Tensor) -> torch.Tensor 
     from megatron_infi.training.distributed import device
 
     chunks, _ = build_model(cfg)
-    load_checkpoint(ckpt_dir, chunks, load_optimizer=False, load_train_state=False)
+    # McoreCheckpoint has verified the files.
+    load_checkpoint(ckpt_dir, chunks, load_optimizer=False, load_train_state=False, verify_files=False)
     for chunk in chunks:
         chunk.eval()
     dev = device()
@@ -260,6 +262,7 @@ def format_report(report: dict) -> str:
 
 @command("infi convert verify")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = command_parser("infi convert verify", __doc__)
     parser.add_argument("--load", required=True, help="checkpoint root (uses latest) or an iter_XXXXXXX dir")
     parser.add_argument("--hf", required=True, help="Hugging Face model dir")

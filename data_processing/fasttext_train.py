@@ -235,7 +235,7 @@ def train_supervised(
     w_out = np.zeros((len(label_names), args.dim), dtype=np.float32)  # fastText's output has no bias
     keep = [i for i, r in enumerate(rows) if r.size]
     total_steps, step = args.epochs * len(keep), 0
-    for _ in tqdm(range(args.epochs), desc="fastText epochs", disable=not progress):
+    for _ in tqdm(range(args.epochs), desc="fastText epochs", disable=None if progress else True):
         for i in rng.permutation(keep):
             lr = args.lr * (1.0 - step / total_steps)
             step += 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from megatron_infi.logs import quiet_logs
+
 # command words -> (module with a `main(argv)` function, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("megatron_infi.train", "pretrain / anneal on megatron-core (run under torchrun)"),
@@ -79,6 +81,7 @@ def resolve(argv: list[str]) -> tuple[str, list[str]] | None:
 def main(argv: list[str] | None = None) -> int:
     """`--help` prints the command list (or a group's) and exits 0; a missing or unknown command
     prints it on stderr and exits 2, like any usage error."""
+    quiet_logs()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in HELP:
         print(_usage())

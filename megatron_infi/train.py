@@ -35,6 +35,7 @@ import megatron_infi.models  # noqa: F401  (registers the architectures model.pr
 from megatron_infi.config.core import parse_stage_config
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 
 
 def _setup_logging() -> None:
@@ -50,9 +51,18 @@ def _setup_logging() -> None:
     logging.getLogger("megatron").setLevel(logging.WARNING)
 
 
+def preflight(cfg: TrainConfig) -> None:
+    """Checks that need no data read and no process group: input paths exist, and the layout fits
+    the world torchrun launched (WORLD_SIZE), so every rank exits 2 before joining a group."""
+    cfg.check_paths()
+    if "WORLD_SIZE" in os.environ:
+        cfg.validate_world(int(os.environ["WORLD_SIZE"]))
+
+
 @command("infi train")
 def main(argv: list[str] | None = None) -> int:
-    cfg, dry_run = parse_stage_config(TrainConfig, "infi train", __doc__, argv)
+    quiet_logs()
+    cfg, dry_run = parse_stage_config(TrainConfig, "infi train", __doc__, argv, preflight=preflight)
     if dry_run:
         return 0
     # torchrun's environment tells the world size: check the layout against it before any process

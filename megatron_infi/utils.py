@@ -4,27 +4,32 @@ files (JSONL / JSON / Parquet) that skips and counts bad rows."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import socket
-import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from megatron_infi.errors import RunError
 
 
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def xxh3_file(path: str | Path) -> str:
+    """Fast content checksum (xxh3_64, hex) for integrity records of large files (data, checkpoints)."""
+    import xxhash
+
+    digest = xxhash.xxh3_64()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -88,74 +93,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class DirLockedError(RunError):
-    """Another live process holds the directory's lock (exit 1: wait for it, or use another dir)."""
-
-
-class DirLock:
-    """Exclusive use of a directory by one process: `with DirLock(path, what="data output_dir"):`.
-
-    `<path>/.lock` is held with flock(2), which the kernel releases when the holder dies: a lock file
-    left by a killed process is stale by construction and is taken over (`stale_holder` says whose it
-    was). The file names its holder (pid, host, start time, command) for the "held by" error.
-    """
-
-    FILE = ".lock"
-
-    def __init__(self, path: str | Path, what: str = "directory"):
-        self.path = Path(path)
-        self.what = what
-        self.stale_holder: str | None = None
-        self._fd: int | None = None
-
-    @staticmethod
-    def _holder(fd: int) -> str:
-        os.lseek(fd, 0, os.SEEK_SET)
-        raw = os.read(fd, 4096).decode("utf-8", "replace")
-        try:
-            info = json.loads(raw)
-            return f"pid {info['pid']} on {info['host']} since {info['started']} ({info['command']})"
-        except (ValueError, KeyError, TypeError):
-            return raw.strip()
-
-    def __enter__(self) -> DirLock:
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = self.path / self.FILE
-        while True:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = self._holder(fd) or "another process"
-                os.close(fd)
-                raise DirLockedError(f"{self.what} {self.path} is in use: held by {holder}") from None
-            with contextlib.suppress(FileNotFoundError):
-                if os.fstat(fd).st_ino == os.stat(lock).st_ino:
-                    break  # else the holder removed the file after we opened it: lock the new one
-            os.close(fd)
-        self.stale_holder = self._holder(fd) or None
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv)[:300],
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path / self.FILE)  # while still holding it, so nobody locks a dying file
-        os.close(self._fd)
-        self._fd = None
-
-
 def set_run_caches(run_dir: str | Path) -> None:
     """Keep HF / wandb / XDG / torch caches inside the run dir instead of ~/.cache.
 
-    Offline by default: nothing at run time may reach a hub.
+    Offline by default: nothing at run time may reach a hub (wandb is put offline where a stage turns
+    it on; setting WANDB_MODE for every run made transformers announce "offline mode" in each log).
     """
     cache = Path(run_dir).resolve() / "cache"
     defaults = {
@@ -170,7 +112,6 @@ def set_run_caches(run_dir: str | Path) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, str(value))
-    os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -318,3 +259,28 @@ def read_jsonl(path: str | Path, skipped: SkipCounter | None = None) -> Iterator
     """The objects of a record file (read_rows without the positions)."""
     for _, obj in read_rows(path, skipped if skipped is not None else SkipCounter()):
         yield obj
+
+
+def check_across_ranks[T](
+    items: list[T], check: Callable[[T], None], errors: tuple[type[Exception], ...]
+) -> None:
+    """Run `check` on this rank's share of `items` (round-robin over the default process group; all of
+    them without one). Every rank then raises the first error (by item order) that any rank found, so
+    no rank is left waiting in a collective for one that stopped."""
+    import torch.distributed as dist
+
+    distributed = dist.is_initialized() and dist.get_world_size() > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    found: dict[int, Exception] = {}
+    for i, item in enumerate(items):
+        if i % world == rank:
+            try:
+                check(item)
+            except errors as err:
+                found[i] = err
+    if distributed:
+        gathered: list[dict[int, Exception]] = [{} for _ in range(world)]
+        dist.all_gather_object(gathered, found)
+        found = {i: err for part in gathered for i, err in part.items()}
+    if found:
+        raise found[min(found)]

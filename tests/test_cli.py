@@ -165,7 +165,14 @@ def _missing_input(words: tuple[str, ...], tmp: Path, monkeypatch) -> tuple[list
             ["generation.model", nope],
         ),
         ("dpo",): ({"model": nope, "output_dir": out, "data": [nope]}, ["model", nope]),
-        ("eval",): ({"output_dir": out, "models": [{"name": "m", "path": nope}]}, ["models[0].path", nope]),
+        ("eval",): (  # a model dir is checked at run time (in a recipe it may not exist at --dry-run)
+            {
+                "output_dir": out,
+                "models": [{"name": "m", "path": nope}],
+                "benchmarks": [{"name": "humaneval"}],
+            },
+            ["models[0].path", nope],
+        ),
     }
     if words in table:
         data, named = table[words]

@@ -61,7 +61,7 @@ def test_ranks_report_once_per_config_and_each_their_own_failure(capsys, monkeyp
 
 
 @pytest.mark.dist
-def test_torchrun_config_error_is_one_line_and_torchrun_fails(tmp_path):
+def test_torchrun_config_error_is_one_line_and_torchrun_fails(tmp_path, boolq_corpus):
     """A layout the launched world cannot run: the ranks exit 2 before a process group exists (torchrun
     may stop the slower one first), rank 0 prints one line, no rank prints a traceback; torchrun
     prints its own failure summary and exits 1 (it maps any failed rank to 1)."""
@@ -69,7 +69,7 @@ def test_torchrun_config_error_is_one_line_and_torchrun_fails(tmp_path):
     config.write_text(
         yaml.safe_dump(
             {"run_dir": str(tmp_path / "run"), "model": {"preset": "tiny"}, "parallel": {"tensor": 4},
-             "data": {"tokenizer": str(tmp_path), "blend": [{"prefix": str(tmp_path / "p")}]}}
+             "data": {"tokenizer": str(boolq_corpus[0]), "blend": [{"prefix": str(boolq_corpus[1])}]}}
         )
     )  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]

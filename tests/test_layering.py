@@ -1,6 +1,6 @@
 """The packages depend on each other in one direction only (README, "Repository layout"):
 
-    errors  <-  config, utils, assets  <-  kernels  <-  models  <-  training  <-  checkpoints_tools
+    errors  <-  config, utils, assets, locks  <-  kernels  <-  models  <-  training  <-  checkpoints_tools
     data (tokenizer, indexed datasets) <- training;  generation, scoring  <-  posttrain, evaluation,
     data_processing;  demo uses everything and nothing uses demo.
 
@@ -17,15 +17,26 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "megatron_infi"
-CORE = {"megatron_infi.config", "megatron_infi.errors", "megatron_infi.utils", "megatron_infi.assets"}
+CORE = {
+    "megatron_infi.config",
+    "megatron_infi.errors",
+    "megatron_infi.utils",
+    "megatron_infi.assets",
+    "megatron_infi.locks",
+    "megatron_infi.logs",
+    "megatron_infi.plots",
+}
 
 ALLOWED: dict[str, set[str]] = {
     "megatron_infi.errors": set(),  # the bottom: every package raises these
+    "megatron_infi.logs": set(),  # every entry point calls it first
     "megatron_infi.config": CORE,
     "megatron_infi.utils": CORE,
     "megatron_infi.assets": CORE,
-    "megatron_infi.cli": set(),  # dispatches by module name, imports no stage
-    "megatron_infi.recipes": CORE | {"megatron_infi.cli"},  # runs stages as processes, imports none
+    "megatron_infi.locks": CORE,
+    "megatron_infi.plots": CORE,
+    "megatron_infi.cli": {"megatron_infi.logs"},  # dispatches by module name, imports no stage
+    "megatron_infi.recipes": CORE | {"megatron_infi.cli", "megatron_infi.logs"},  # runs stages as processes
     "megatron_infi.kernels": CORE,
     "megatron_infi.models": CORE | {"megatron_infi.kernels"},
     "megatron_infi.data": CORE,

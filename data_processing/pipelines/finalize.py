@@ -17,6 +17,7 @@ from pathlib import Path
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
+from megatron_infi.data.indexed import integrity_record
 from megatron_infi.data_processing.pipelines.config import DOMAINS
 from megatron_infi.data_processing.pipelines.layout import RunLayout
 from megatron_infi.data_processing.pipelines.source_checks import EmptySourceError, source_report
@@ -56,13 +57,12 @@ def merge_domain_shards(shard_dir: Path, out_prefix: Path) -> dict:
     builder.finalize(f"{tmp}.idx")
     os.replace(f"{tmp}.bin", f"{out_prefix}.bin")
     os.replace(f"{tmp}.idx", f"{out_prefix}.idx")
-    merged = IndexedDataset(str(out_prefix))
     return {
         "prefix": out_prefix.name,
         "bin": f"{out_prefix.name}.bin",
         "idx": f"{out_prefix.name}.idx",
-        "documents": len(merged),
-        "tokens": int(merged.sequence_lengths.sum()),
+        # documents, tokens, file sizes, max_token_id and checksums: what the trainer's preflight checks
+        **integrity_record(out_prefix),
         "shards": len(prefixes),
         "dtype": dtype.__name__,
     }

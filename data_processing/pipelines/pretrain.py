@@ -10,7 +10,7 @@ The run is a chain of datatrove executors (local processes or SLURM job arrays w
 Every executor keeps datatrove's per-task completion markers under `logs/<executor>/`, so re-running
 the same command skips what finished and redoes only interrupted tasks; `--clean` deletes what a
 previous run left (logs/, work/, quarantine/, outputs; nothing else) and starts over.
-`output_dir/.lock` keeps a second run out while one is running. Each source's documents are followed
+`output_dir/.infi.lock` (megatron_infi.locks) keeps a second run out while one is running. Each source's documents are followed
 through the steps (source_checks): a step dropping more than half of a source is a warning, and a
 source left with none fails the run unless it has `allow_empty: true`.
 
@@ -50,7 +50,9 @@ from megatron_infi.data_processing.pipelines.config import PretrainDataConfig
 from megatron_infi.data_processing.pipelines.layout import RunLayout
 from megatron_infi.data_processing.pipelines.source_checks import check_sources
 from megatron_infi.errors import RunError, command
-from megatron_infi.utils import DirLock, atomic_write_text, set_run_caches
+from megatron_infi.locks import DirLock
+from megatron_infi.logs import quiet_logs
+from megatron_infi.utils import atomic_write_text, set_run_caches
 
 # keys that may change between a run and its resumption (they do not change what a task computes)
 _RESUMABLE_KEYS = ("workers", "kind", "slurm")
@@ -357,9 +359,7 @@ def run(cfg: PretrainDataConfig, clean: bool = False) -> Path:
     The output_dir is locked for the whole local run (for SLURM: while submitting). `clean` first
     removes what a previous run left there. A local run fails if a source ends with no documents."""
     root = Path(cfg.output_dir).resolve()
-    with DirLock(root, what="data output_dir") as lock:
-        if lock.stale_holder and not clean:
-            _echo(f"note: resuming a run whose process is gone ({lock.stale_holder})")
+    with DirLock(root, what="data output_dir"):
         if clean:
             removed = RunLayout(root).clean()
             _echo(f"cleaned {root}: removed {len(removed)} entries of the previous run")
@@ -388,6 +388,7 @@ def _echo(message: str) -> None:
 
 @command("infi data pretrain")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     # --clean is this stage's own flag (described in the help text above), read before the config
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--clean", action="store_true")

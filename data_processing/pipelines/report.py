@@ -4,36 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from megatron_infi.utils import atomic_write_bytes, atomic_write_text
+from megatron_infi.plots import label_axes, log_count_axis, pyplot, save_figure
+from megatron_infi.utils import atomic_write_text
 
 
 def plot_funnel(funnel: dict[str, dict[str, dict[str, int]]], path: Path) -> None:
     """Documents and tokens left after each stage, one line per domain (log scale)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stages = list(funnel)
     domains = list(dict.fromkeys(d for rows in funnel.values() for d in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("documents", "tokens"), strict=True):
         for domain in domains:
             values = [funnel[s].get(domain, {}).get(metric, 0) for s in stages]
             ax.plot(stages, values, marker="o", label=domain)
-        ax.set_title(f"{metric} left after each stage")
-        ax.set_yscale("symlog")
-        ax.grid(alpha=0.3)
+        label_axes(ax, "pipeline stage", f"{metric} (log scale)", f"{metric} left after each stage")
+        log_count_axis(ax)
         ax.tick_params(axis="x", rotation=30)
     if domains:  # a run whose filters removed everything has none
         axes[0].legend(title="domain", loc="lower left", fontsize="small")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from megatron_infi.config.core import ConfigError, parse_stage_config
 from megatron_infi.data_processing.steps.quality import DEFAULT_ENCODER, train_scorer
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import SkipCounter, read_jsonl
 
 
@@ -92,6 +93,7 @@ def train(cfg: TrainQualityConfig) -> dict:
 
 @command("infi data train-quality")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(TrainQualityConfig, "infi data train-quality", __doc__, argv)
     if dry_run:
         return 0

@@ -25,6 +25,7 @@ from pathlib import Path
 from megatron_infi.config.core import ConfigError, parse_stage_config, to_dict
 from megatron_infi.data_processing.fasttext_train import FastTextArgs, one_line, train_supervised
 from megatron_infi.errors import DataError, command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import SkipCounter, atomic_write_json, read_jsonl
 
 NEGATIVE_LABEL = "other"
@@ -167,6 +168,7 @@ def train(cfg: TrainRecallConfig) -> dict:
 
 @command("infi data train-recall")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(TrainRecallConfig, "infi data train-recall", __doc__, argv)
     if dry_run:
         return 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.data_processing.executor import ExecutorConfig
 from megatron_infi.generation import GenerationConfig
 
@@ -188,6 +189,7 @@ class SelectConfig:
     difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    prompt: PromptContract = field(default_factory=PromptContract)  # how the written records' prompts look
 
     def validate(self) -> None:
         if not self.inputs:
@@ -271,7 +273,9 @@ class SynthesizeConfig:
     overwrite: bool = False
     llm: GenerationConfig | None = None  # the teacher (and labeller)
     evolver: GenerationConfig | None = None  # the LLM that rewrites instructions (default: llm)
-    system_prompt: str = "You are a helpful assistant. Think step by step before answering."
+    # The teacher is asked, and the records are written, under the prompt contract (system prompt and
+    # the instruction of each task), the same one SFT and eval use.
+    prompt: PromptContract = field(default_factory=PromptContract)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     rejection: RejectionConfig = field(default_factory=RejectionConfig)

@@ -1,6 +1,7 @@
 """Curriculum output (InfiAlign step 6 of our pipeline): the verified selection split into phase 1
 (foundational: shorter responses, or listed domains) and phase 2 (advanced: the rest), written as
 JSONL or Parquet, plus selection_stats.json and the report. One task, after every quality task.
+The written records' prompts are rendered under the prompt contract, recorded in each record's meta.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.data_processing.sft.config import CurriculumConfig
+from megatron_infi.data_processing.sft.records import under_contract
 from megatron_infi.data_processing.sft.report import write_report
 from megatron_infi.data_processing.sft.steps import iter_shards
 from megatron_infi.utils import atomic_write_bytes, atomic_write_json, write_jsonl
@@ -94,20 +97,30 @@ class FinalizeStep(PipelineStep):
     name = "curriculum + report"
     type = "📝 - REPORT"
 
-    def __init__(self, work: str, output_dir: str, cfg: CurriculumConfig, summary: dict[str, Any]):
+    def __init__(
+        self,
+        work: str,
+        output_dir: str,
+        cfg: CurriculumConfig,
+        summary: dict[str, Any],
+        contract: PromptContract,
+    ):
         super().__init__()
         self.work, self.output_dir, self.cfg, self.summary = work, output_dir, cfg, summary
+        self.contract = contract
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        finalize(Path(self.work), Path(self.output_dir), self.cfg, self.summary)
+        finalize(Path(self.work), Path(self.output_dir), self.cfg, self.summary, self.contract)
         return iter(())
 
 
-def finalize(work: Path, out: Path, cfg: CurriculumConfig, summary: dict[str, Any]) -> dict[str, Any]:
+def finalize(
+    work: Path, out: Path, cfg: CurriculumConfig, summary: dict[str, Any], contract: PromptContract
+) -> dict[str, Any]:
     records = []
     for shard in iter_shards(work / "verified"):
         with open(shard, encoding="utf-8") as handle:
-            records.extend(json.loads(line) for line in handle if line.strip())
+            records.extend(under_contract(json.loads(line), contract) for line in handle if line.strip())
     phase1, phase2, split = split_phases(records, cfg)
     suffix = "parquet" if cfg.format == "parquet" else "jsonl"
     files = {1: out / f"phase1.{suffix}", 2: out / f"phase2.{suffix}"}
@@ -118,6 +131,7 @@ def finalize(work: Path, out: Path, cfg: CurriculumConfig, summary: dict[str, An
     quality["corrected"] = sum(1 for r in records if r["meta"].get("corrected_attempts"))
     stats = {
         **summary,
+        "prompt_contract": contract.to_dict(),
         "prepare": merge_shard_stats(work / "prepared"),
         "select": json.loads((work / "selected" / "stats.json").read_text()),
         "quality": quality,

@@ -50,7 +50,12 @@ def chat(
     """n completions per conversation, in chunks so that long runs show progress."""
     params = sampling(task, seed, n)
     out: list[list[str]] = []
-    with tqdm(total=len(conversations), desc=desc, unit="conv", disable=len(conversations) <= CHUNK) as bar:
+    with tqdm(
+        total=len(conversations),
+        desc=desc,
+        unit="conv",
+        disable=True if len(conversations) <= CHUNK else None,
+    ) as bar:
         for start in range(0, len(conversations), CHUNK):
             chunk = list(conversations[start : start + CHUNK])
             replies = backend.chat(chunk, params)

@@ -94,7 +94,12 @@ class Verifier:
 def verify_all(verifier: Verifier, records: list[dict], workers: int, desc: str = "verify") -> list[Verdict]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(
-            tqdm(pool.map(verifier, records), total=len(records), desc=desc, disable=len(records) < 64)
+            tqdm(
+                pool.map(verifier, records),
+                total=len(records),
+                desc=desc,
+                disable=True if len(records) < 64 else None,
+            )
         )
 
 

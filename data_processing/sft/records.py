@@ -9,6 +9,7 @@ what selection needs and records what it decided:
 - domain: a label (Algebra, Geometry, ...) or None until labelled
 - answer / tests / entry_point: references for verification
 - scores and decisions added by the steps (language, response_tokens, cluster, ...)
+- prompt_contract: the prompt contract the written prompts were rendered under (final outputs only)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 from typing import Any
 
+from megatron_infi.config.prompt import PromptContract, kind_of_record
 from megatron_infi.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -102,6 +104,13 @@ def with_response(record: dict[str, Any], response: str) -> dict[str, Any]:
     else:
         messages.append({"role": "assistant", "content": response})
     return {"messages": messages, "meta": dict(record["meta"])}
+
+
+def under_contract(record: dict[str, Any], contract: PromptContract) -> dict[str, Any]:
+    """The record with its prompt rendered under the prompt contract (system prompt, the instruction of
+    its task) and the contract in meta.prompt_contract, as `infi sft` expects prepared records."""
+    meta = {**record["meta"], "prompt_contract": contract.to_dict()}
+    return {"messages": contract.apply(record["messages"], kind_of_record(record["meta"])), "meta": meta}
 
 
 def conversation_prefix(record: dict[str, Any]) -> list[dict[str, str]]:

@@ -7,51 +7,34 @@ from typing import Any
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from megatron_infi.plots import label_axes, pyplot, save_figure
 
 
 def bar_pair(path: Path, title: str, pool: dict[str, int], selected: dict[str, int], xlabel: str) -> None:
-    plt = _plt()
     keys = sorted(pool, key=lambda k: (-pool[k], k))
     x = np.arange(len(keys))
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(keys) + 2), 4))
+    fig, ax = pyplot().subplots(figsize=(max(6, 0.45 * len(keys) + 2), 4))
     ax.bar(x - 0.2, [pool[k] for k in keys], width=0.4, label="pool")
     ax.bar(x + 0.2, [selected.get(k, 0) for k in keys], width=0.4, label="selected")
     ax.set_xticks(
         x, keys, rotation=60 if len(keys) > 6 else 0, ha="right" if len(keys) > 6 else "center", fontsize=8
     )
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("samples")
-    ax.set_title(title)
+    label_axes(ax, xlabel, "samples", title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def length_histogram(path: Path, series: dict[str, np.ndarray]) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     values = [v for v in series.values() if len(v)]
     top = max((int(v.max()) for v in values), default=1)
     bins = np.linspace(0, max(top, 1), 40)
     for name, value in series.items():
         if len(value):
             ax.hist(value, bins=bins, alpha=0.5, label=f"{name} (n={len(value)})")
-    ax.set_xlabel("response length (tokens)")
-    ax.set_ylabel("samples")
-    ax.set_title("Difficulty proxy: response length")
+    label_axes(ax, "response length (tokens)", "samples", "Difficulty proxy: response length")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:

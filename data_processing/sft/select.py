@@ -29,6 +29,7 @@ output (under output_dir):
   phase1.jsonl, phase2.jsonl    the curriculum, canonical SFT records with selection scores in meta:
                                 `infi sft`'s phases[*].data
       {"messages": [...], "meta": {"id": "...", "source": "...", "domain": "Algebra", ...}}
+      (prompts rendered under the config's `prompt:` contract, recorded in meta.prompt_contract)
   selection_report.md, selection_stats.json, *.png    what each step kept and dropped
   config.yaml, work/<stage>/                           the resolved config, intermediates (resume)
 
@@ -46,10 +47,13 @@ from pathlib import Path
 from typing import Any
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config, to_dict
+from megatron_infi.config.inputs import InputCheck
 from megatron_infi.data_processing.executor import ExecutorConfig, make_executor
-from megatron_infi.data_processing.sft.config import SelectConfig
+from megatron_infi.data_processing.sft.config import SelectConfig, SynthesizeConfig
 from megatron_infi.data_processing.sft.filters import RuleFilter
 from megatron_infi.errors import RunError, command
+from megatron_infi.generation.preflight import check_tokenizer
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
 # Config fields that do not change results (how the work is spread, not what it computes).
@@ -101,17 +105,34 @@ def check_run_dir(cfg: SelectConfig, out: Path, config_dict: dict[str, Any] | No
     atomic_write_json(stamp, current)
 
 
-def check_paths(cfg: SelectConfig) -> None:
+def check_inputs(cfg: SelectConfig | SynthesizeConfig, dry_run: bool = False) -> InputCheck:
+    """LLM dirs (tokenizer + a chat prompt under the contract), inputs and tokenizers exist and load,
+    before any task starts; a dry run notes what does not exist yet. Shared by sft-synthesize."""
     from megatron_infi.data_processing.sft.formats import expand_paths
 
+    check = InputCheck(dry_run)
+    for name in ("llm", "evolver"):
+        llm = getattr(cfg, name, None)
+        if (
+            llm is not None
+            and llm.loads_model_dir
+            and check.present(f"{name}.model", llm.model, model_dir=True)
+        ):
+            check_tokenizer(llm.model, f"{name}.model", cfg.prompt.render("1 + 1 = ?", "math"))
     for i, spec in enumerate(cfg.inputs):
         if not expand_paths(spec.path):
-            raise ConfigError(f"inputs[{i}].path", f"matches no file: {spec.path}")
-    for i, path in enumerate(cfg.decontamination.benchmarks):
-        if not Path(path).is_file():
-            raise ConfigError(f"decontamination.benchmarks[{i}]", f"file not found: {path}")
-    if cfg.difficulty.tokenizer and not Path(cfg.difficulty.tokenizer).is_dir():
-        raise ConfigError("difficulty.tokenizer", f"not a directory: {cfg.difficulty.tokenizer}")
+            check.absent(f"inputs[{i}].path", spec.path, "input (a file, dir or glob)")
+    if isinstance(cfg, SelectConfig):
+        for i, path in enumerate(cfg.decontamination.benchmarks):
+            check.present(f"decontamination.benchmarks[{i}]", path)
+        tokenizer = ("difficulty.tokenizer", cfg.difficulty.tokenizer)
+    else:
+        if cfg.rejection.reward_model:
+            check.present("rejection.reward_model", cfg.rejection.reward_model, model_dir=True)
+        tokenizer = ("tokenizer", cfg.tokenizer)
+    if tokenizer[1] and check.present(*tokenizer):
+        check_tokenizer(tokenizer[1], tokenizer[0])
+    return check
 
 
 def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage]:
@@ -175,7 +196,7 @@ def build_stages(cfg: SelectConfig, out: Path, tokenizer_dir: str) -> list[Stage
         ),
         Stage(
             "finalize",
-            [FinalizeStep(str(work), str(out), cfg.curriculum, summary)],
+            [FinalizeStep(str(work), str(out), cfg.curriculum, summary, cfg.prompt)],
             1,
             [
                 out / f"phase1.{suffix}",
@@ -225,7 +246,7 @@ def run_stages(stages: list[Stage], ex: ExecutorConfig, work: Path) -> list[str]
 
 def prepare_run(cfg: SelectConfig, config_dict: dict[str, Any] | None = None) -> tuple[Path, str]:
     """Checks + run dir + tokenizer + cached benchmark embeddings, before any task starts."""
-    check_paths(cfg)
+    check_inputs(cfg)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     set_run_caches(out)
@@ -264,8 +285,10 @@ def run_select(cfg: SelectConfig) -> Path:
 
 @command("infi data sft-select")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(SelectConfig, "infi data sft-select", __doc__, argv)
     if dry_run:
+        check_inputs(cfg, dry_run=True).print_notes("sft-select")
         return 0
     print(run_select(cfg))
     return 0

@@ -6,7 +6,9 @@
                         -> response tokens                                        -> work/synthesized/
   finalize   (1 task)   synthesized.jsonl (or .parquet) + synthesis_report.md + synthesis_stats.json
 Every record carries meta: quality_score (reward), difficulty (1 - pass rate of its candidates),
-pass_rate, candidates, domain, evolution (the operations applied), parent / root ids.
+pass_rate, candidates, domain, evolution (the operations applied), parent / root ids, and
+prompt_contract: the teacher is asked, and the record written, with the prompt rendered under the
+config's prompt contract (`prompt:`, the one SFT, DPO pairs and eval use).
 Same resume rules as sft-select (completion markers, stale stages, config stamp).
 
 input:
@@ -18,7 +20,7 @@ input:
 
 output (under output_dir):
   synthesized.jsonl (or .parquet)   canonical SFT records, meta: quality_score, difficulty, pass_rate,
-                                    domain, evolution, parent / root ids: `infi sft`'s data
+                                    domain, evolution, parent / root ids, prompt_contract: `infi sft`'s data
   synthesis_report.md, synthesis_stats.json, config.yaml, work/<stage>/
 
 example config: launch/configs/sft_data/demo_synthesize.yaml (toy), infir_synthesize.yaml
@@ -37,13 +39,16 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
-from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.core import dump_yaml, parse_stage_config
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.data_processing.sft import steps
 from megatron_infi.data_processing.sft.config import EvolutionConfig, RejectionConfig, SynthesizeConfig
 from megatron_infi.data_processing.sft.curriculum import merge_shard_stats, write_records
 from megatron_infi.data_processing.sft.filters import RuleFilter
-from megatron_infi.data_processing.sft.select import Stage, check_run_dir, run_stages
+from megatron_infi.data_processing.sft.records import under_contract
+from megatron_infi.data_processing.sft.select import Stage, check_inputs, check_run_dir, run_stages
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, atomic_write_text, set_run_caches
 
 
@@ -91,27 +96,26 @@ class EvolveStep(PipelineStep):
 
 
 class RespondStep(steps.RecordStep):
-    """n teacher responses per instruction, then best-of-n rejection sampling."""
+    """n teacher responses per instruction (its prompt rendered under the contract), then best-of-n
+    rejection sampling."""
 
     name = "teacher + rejection"
     type = "🤖 - LLM"
     batch_size = 128
 
-    def __init__(self, llm, system_prompt: str, cfg: RejectionConfig, rules: RuleFilter, seed: int):
+    def __init__(self, llm, contract: PromptContract, cfg: RejectionConfig, rules: RuleFilter, seed: int):
         super().__init__()
-        self.llm, self.system_prompt, self.cfg = steps.llm_key(llm), system_prompt, cfg
+        self.llm, self.contract, self.cfg = steps.llm_key(llm), contract, cfg
         self.rules, self.seed = rules, seed
 
     def process(self, docs, rank):
         from megatron_infi.data_processing.sft.evolve import reject
         from megatron_infi.data_processing.sft.llm import chat
 
-        records = [d.metadata["record"] for d in docs]
-        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        conversations = [system + [m for m in r["messages"] if m["role"] != "system"] for r in records]
+        records = [under_contract(d.metadata["record"], self.contract) for d in docs]
         candidates = chat(
             steps.get_backend(self.llm),
-            conversations,
+            [r["messages"] for r in records],
             self.cfg.sampling,
             self.seed,
             n=self.cfg.samples,
@@ -136,16 +140,19 @@ class SynthFinalizeStep(PipelineStep):
     name = "merge + report"
     type = "📝 - REPORT"
 
-    def __init__(self, work: str, output_dir: str, fmt: str, inputs: list[str]):
+    def __init__(self, work: str, output_dir: str, fmt: str, inputs: list[str], contract: PromptContract):
         super().__init__()
         self.work, self.output_dir, self.fmt, self.inputs = work, output_dir, fmt, inputs
+        self.contract = contract
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        finalize_synthesis(Path(self.work), Path(self.output_dir), self.fmt, self.inputs)
+        finalize_synthesis(Path(self.work), Path(self.output_dir), self.fmt, self.inputs, self.contract)
         return iter(())
 
 
-def finalize_synthesis(work: Path, out: Path, fmt: str, inputs: list[str]) -> dict[str, Any]:
+def finalize_synthesis(
+    work: Path, out: Path, fmt: str, inputs: list[str], contract: PromptContract
+) -> dict[str, Any]:
     records = []
     for shard in steps.iter_shards(work / "synthesized"):
         records.extend(
@@ -158,6 +165,7 @@ def finalize_synthesis(work: Path, out: Path, fmt: str, inputs: list[str]) -> di
     evolved = [r for r in records if r["meta"].get("evolution")]
     stats = {
         "inputs": inputs,
+        "prompt_contract": contract.to_dict(),
         "kept": len(records),
         "evolved_kept": len(evolved),
         "seeds_kept": len(records) - len(evolved),
@@ -198,7 +206,7 @@ def build_stages(cfg: SynthesizeConfig, out: Path, tokenizer_dir: str) -> list[S
         pipeline.append(steps.LanguageStep(rules))
     pipeline += [
         EvolveStep(cfg.evolver or cfg.llm, cfg.evolution, cfg.seed),
-        RespondStep(cfg.llm, cfg.system_prompt, cfg.rejection, rules, cfg.seed),
+        RespondStep(cfg.llm, cfg.prompt, cfg.rejection, rules, cfg.seed),
     ]
     if cfg.labeller == "llm":
         pipeline.append(
@@ -210,7 +218,7 @@ def build_stages(cfg: SynthesizeConfig, out: Path, tokenizer_dir: str) -> list[S
         Stage("synthesize", pipeline, cfg.executor.tasks, [work / "synthesized"]),
         Stage(
             "finalize",
-            [SynthFinalizeStep(str(work), str(out), cfg.format, [s.path for s in cfg.inputs])],
+            [SynthFinalizeStep(str(work), str(out), cfg.format, [s.path for s in cfg.inputs], cfg.prompt)],
             1,
             [out / f"synthesized.{suffix}", out / "synthesis_report.md", out / "synthesis_stats.json"],
         ),
@@ -218,13 +226,7 @@ def build_stages(cfg: SynthesizeConfig, out: Path, tokenizer_dir: str) -> list[S
 
 
 def run_synthesize(cfg: SynthesizeConfig) -> Path:
-    from megatron_infi.data_processing.sft.formats import expand_paths
-
-    for i, spec in enumerate(cfg.inputs):
-        if not expand_paths(spec.path):
-            raise ConfigError(f"inputs[{i}].path", f"matches no file: {spec.path}")
-    if cfg.rejection.reward_model and not Path(cfg.rejection.reward_model).is_dir():
-        raise ConfigError("rejection.reward_model", f"not a directory: {cfg.rejection.reward_model}")
+    check_inputs(cfg)
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     set_run_caches(out)
@@ -243,8 +245,10 @@ def run_synthesize(cfg: SynthesizeConfig) -> Path:
 
 @command("infi data sft-synthesize")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(SynthesizeConfig, "infi data sft-synthesize", __doc__, argv)
     if dry_run:
+        check_inputs(cfg, dry_run=True).print_notes("sft-synthesize")
         return 0
     print(run_synthesize(cfg))
     return 0

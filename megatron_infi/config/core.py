@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -75,12 +77,17 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
         if isinstance(value, str):
             # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ConfigError(field, f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(field, f"expected a number, got {value!r}")
-        return float(value)
+        else:
+            number = float(value)
+        # NaN passes every `<` / `>` check a validate() makes and inf overflows later: refuse both here.
+        if not math.isfinite(number):
+            raise ConfigError(field, f"must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ConfigError(field, f"expected a string, got {value!r}")
@@ -96,6 +103,14 @@ def from_dict[T](cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise ConfigError(where, f"unknown field (known: {', '.join(sorted(fields))})")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ConfigError(where, "is required")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
@@ -222,15 +237,22 @@ def stage_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def parse_stage_config[T](
-    cls: type[T], prog: str, doc: str | None, argv: list[str] | None = None
+    cls: type[T],
+    prog: str,
+    doc: str | None,
+    argv: list[str] | None = None,
+    preflight: Callable[[T], None] | None = None,
 ) -> tuple[T, bool]:
     """Parse `--config X.yaml [--dry-run] [k=v ...]` into a validated `cls`; a bad config raises
     ConfigError (the entry point's `errors.command` wrapper turns it into one line and exit 2).
 
-    Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.
+    `preflight` checks what a config alone cannot (input paths exist, the launched world fits), also
+    on `--dry-run`. Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.
     """
     args = stage_parser(prog, doc).parse_args(argv)
     cfg = load_config(cls, args.config, args.overrides)
+    if preflight is not None:
+        preflight(cfg)
     if args.dry_run:
         print(dump_yaml(cfg), end="")
     return cfg, args.dry_run

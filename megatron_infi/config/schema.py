@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from megatron_infi.config.core import ConfigError
@@ -177,8 +178,35 @@ class DataConfig:
     eod_mask_loss: bool = False
     # Random tokens instead of files (megatron-core's MockGPTDataset): throughput benchmarks only.
     mock: bool = False
+    # Preflight of the .bin/.idx files: fast = index structure against the .bin size, token counts and
+    # the max token id recorded in manifest.json (token scan where there is no manifest); full = also
+    # scan every token and compare the manifest's content checksums; off = existence only.
+    verify: Literal["fast", "full", "off"] = "fast"
+
+    def prefixes(self) -> list[tuple[str, str]]:
+        """(field, prefix) of each blend entry, a domain resolved inside `dir`."""
+        return [
+            (f"blend[{i}].prefix", entry.prefix)
+            if entry.prefix is not None
+            else (f"blend[{i}].domain", str(Path(self.dir or "") / entry.domain))
+            for i, entry in enumerate(self.blend)
+        ]
+
+    def check_paths(self) -> None:
+        """The files the config names exist (cheap: no file is opened); `--dry-run` runs this."""
+        if self.mock:
+            return
+        if not (Path(self.tokenizer) / "tokenizer.json").is_file():
+            raise ConfigError("tokenizer", f"{self.tokenizer} is not an HF tokenizer dir (no tokenizer.json)")
+        if self.dir is not None and not Path(self.dir).is_dir():
+            raise ConfigError("dir", f"directory not found: {self.dir}")
+        for name, prefix in self.prefixes():
+            if not Path(f"{prefix}.bin").is_file() or not Path(f"{prefix}.idx").is_file():
+                raise ConfigError(name, f"no indexed dataset at {prefix}.bin/.idx")
 
     def validate(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError("num_workers", f"must be >= 0, got {self.num_workers}")
         if self.mock:
             return
         if not self.tokenizer:
@@ -215,6 +243,14 @@ class OptimizerConfig:
             raise ConfigError("lr", "must be > 0")
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError("min_lr", f"must be in [0, lr={self.lr}], got {self.min_lr}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if self.adam_eps <= 0:
+            raise ConfigError("adam_eps", f"must be > 0, got {self.adam_eps}")
+        for name in ("weight_decay", "clip_grad"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -234,6 +270,12 @@ class LRScheduleConfig:
     def validate(self) -> None:
         if self.warmup_iters < 0:
             raise ConfigError("warmup_iters", "must be >= 0")
+        if self.decay_iters is not None and self.decay_iters < 1:
+            raise ConfigError(
+                "decay_iters", f"must be >= 1 (or null for train.train_iters), got {self.decay_iters}"
+            )
+        if self.wsd_decay_iters < 0:
+            raise ConfigError("wsd_decay_iters", "must be >= 0")
         if self.style == "wsd" and self.wsd_decay_iters <= 0:
             raise ConfigError("wsd_decay_iters", "must be > 0 for style=wsd")
 
@@ -247,11 +289,26 @@ class PretrainCheckpointConfig(CheckpointConfig):
     # For `load`: carry the optimizer state over (true) or start it fresh (false).
     load_optimizer: bool = False
 
+    def validate(self) -> None:
+        super().validate()
+        if self.load_iteration is not None and self.load_iteration < 0:
+            raise ConfigError("load_iteration", f"must be >= 0, got {self.load_iteration}")
+
+    def check_paths(self) -> None:
+        if self.load is not None and not Path(self.load).is_dir():
+            raise ConfigError("load", f"checkpoint dir not found: {self.load}")
+
 
 @dataclass
 class PretrainLoggingConfig(LoggingConfig):
     # Peak dense bf16 FLOP/s of one device, for MFU (H100 SXM: 989 TF/s).
     peak_flops: float = 989e12
+
+    def validate(self) -> None:
+        if self.log_interval < 1:
+            raise ConfigError("log_interval", f"must be >= 1, got {self.log_interval}")
+        if self.peak_flops <= 0:
+            raise ConfigError("peak_flops", f"must be > 0, got {self.peak_flops}")
 
 
 @dataclass
@@ -271,8 +328,14 @@ class TrainLoopConfig:
     def validate(self) -> None:
         if self.train_iters < 0:
             raise ConfigError("train_iters", "must be >= 0")
-        if self.micro_batch_size < 1:
-            raise ConfigError("micro_batch_size", "must be >= 1")
+        for name in ("global_batch_size", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_interval", "exit_interval", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.eval_interval and self.eval_iters < 1:
+            raise ConfigError("eval_iters", f"must be >= 1 when eval_interval is set, got {self.eval_iters}")
         if self.global_batch_size % self.micro_batch_size:
             raise ConfigError(
                 "global_batch_size",
@@ -351,6 +414,14 @@ class TrainConfig:
                 "data.seq_length",
                 f"{self.data.seq_length} exceeds model.max_position_embeddings={m.max_position_embeddings}",
             )
+
+    def check_paths(self) -> None:
+        """Every input path the config names exists: the `--dry-run` preflight (no file is read)."""
+        for name, section in (("data", self.data), ("checkpoint", self.checkpoint)):
+            try:
+                section.check_paths()
+            except ConfigError as err:
+                raise err.under(name) from None
 
     def validate_world(self, world_size: int) -> int:
         """Check the layout against the launched world; returns the data-parallel size."""

@@ -10,72 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from megatron_infi.config.core import ConfigError
 from megatron_infi.config.schema import TrainConfig
+from megatron_infi.data.indexed import verify_indexed_dataset
 from megatron_infi.data.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 from megatron_infi.errors import DataError
-
-_IDX_HEADER = b"MMIDIDX\x00\x00"
-_DTYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 4, 7: 8, 8: 2}
-
-
-def check_indexed_dataset(prefix: str | Path) -> tuple[int, int]:
-    """Validate `<prefix>.idx` / `<prefix>.bin` without reading the data: header, counts, and that
-    both files have exactly the sizes the index implies. Returns (sequences, tokens)."""
-    idx_path, bin_path = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
-    for path in (idx_path, bin_path):
-        if not path.is_file():
-            raise DataError(f"{path}: file not found")
-    idx_size = idx_path.stat().st_size
-    with open(idx_path, "rb") as handle:
-        head = handle.read(34)
-        if len(head) < 34 or head[:9] != _IDX_HEADER:
-            raise DataError(f"{idx_path}: not a Megatron index file (bad or truncated header)")
-        (version,) = struct.unpack("<Q", head[9:17])
-        (dtype_code,) = struct.unpack("<B", head[17:18])
-        sequences, documents = struct.unpack("<QQ", head[18:34])
-        if version != 1 or dtype_code not in _DTYPE_SIZES:
-            raise DataError(f"{idx_path}: unsupported version {version} or dtype code {dtype_code}")
-        expected = 34 + sequences * 4 + sequences * 8 + documents * 8
-        if idx_size != expected:
-            raise DataError(
-                f"{idx_path}: truncated or corrupted ({idx_size} bytes, the header implies {expected})"
-            )
-        tokens = 0
-        bin_expected = 0
-        if sequences:
-            handle.seek(34)
-            sizes = np.frombuffer(handle.read(sequences * 4), dtype=np.int32)
-            pointers = np.frombuffer(handle.read(sequences * 8), dtype=np.int64)
-            tokens = int(sizes.sum(dtype=np.int64))
-            bin_expected = int(pointers[-1]) + int(sizes[-1]) * _DTYPE_SIZES[dtype_code]
-            if (sizes < 0).any() or (np.diff(pointers) < 0).any():
-                raise DataError(f"{idx_path}: corrupted (negative sizes or decreasing pointers)")
-    bin_size = bin_path.stat().st_size
-    if bin_size != bin_expected:
-        raise DataError(
-            f"{bin_path}: truncated or corrupted ({bin_size} bytes, {idx_path.name} implies {bin_expected})"
-        )
-    return sequences, tokens
+from megatron_infi.utils import check_across_ranks
 
 
 def resolve_blend(cfg: TrainConfig) -> tuple[list[str], list[float]]:
-    prefixes, weights = [], []
-    for i, entry in enumerate(cfg.data.blend):
-        prefix = entry.prefix if entry.prefix is not None else os.path.join(cfg.data.dir or "", entry.domain)
-        prefixes.append(prefix)
-        weights.append(entry.weight)
-        if not Path(f"{prefix}.bin").exists() or not Path(f"{prefix}.idx").exists():
-            field = f"data.blend[{i}].{'prefix' if entry.prefix is not None else 'domain'}"
-            raise ConfigError(field, f"no indexed dataset at {prefix}.bin/.idx")
-    return prefixes, weights
+    return [prefix for _, prefix in cfg.data.prefixes()], [entry.weight for entry in cfg.data.blend]
 
 
 @dataclass
@@ -92,9 +41,14 @@ class MockTokenizer:
 
 
 def preflight_data(cfg: TrainConfig) -> Tokenizer | MockTokenizer:
-    """Everything about the data that can be wrong, checked before a model is built."""
+    """What can be wrong with the config's data, checked on every rank before a model is built:
+    paths, the tokenizer against the model and the data's manifest. File contents: `verify_data`."""
     if cfg.data.mock:
         return MockTokenizer(cfg.model.vocab_size)
+    try:
+        cfg.data.check_paths()
+    except ConfigError as err:
+        raise err.under("data") from None
     try:
         tokenizer = load_tokenizer(cfg.data.tokenizer)
         vocab = tokenizer.vocab_size
@@ -104,26 +58,56 @@ def preflight_data(cfg: TrainConfig) -> Tokenizer | MockTokenizer:
         raise ConfigError(
             "data.tokenizer", f"vocab size {vocab} is larger than model.vocab_size={cfg.model.vocab_size}"
         )
-    prefixes, _ = resolve_blend(cfg)
-    for prefix in prefixes:
-        check_indexed_dataset(prefix)
-        manifest = Path(prefix).parent / "manifest.json"
-        if manifest.exists():
-            _check_manifest(manifest, tokenizer)
+    for prefix in resolve_blend(cfg)[0]:
+        manifest = _read_manifest(prefix)
+        recorded = manifest.get("tokenizer", {}) if manifest else {}
+        sha = recorded.get("sha256") if isinstance(recorded, dict) else None
+        if sha and sha != tokenizer.sha256:
+            raise ConfigError(
+                "data.tokenizer",
+                f"{tokenizer.path}/tokenizer.json differs from the tokenizer {_manifest_path(prefix)} "
+                "was tokenized with",
+            )
     return tokenizer
 
 
-def _check_manifest(path: Path, tokenizer: Tokenizer) -> None:
+def _manifest_path(prefix: str) -> Path:
+    return Path(prefix).parent / "manifest.json"
+
+
+def _read_manifest(prefix: str) -> dict | None:
+    path = _manifest_path(prefix)
+    if not path.exists():
+        return None
     try:
-        recorded = json.loads(path.read_text()).get("tokenizer", {})
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err.msg})") from None
-    sha = recorded.get("sha256") if isinstance(recorded, dict) else None
-    if sha and sha != tokenizer.sha256:
-        raise ConfigError(
-            "data.tokenizer",
-            f"{tokenizer.path}/tokenizer.json differs from the tokenizer {path} was tokenized with",
-        )
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return manifest
+
+
+def _manifest_record(manifest: dict | None, prefix: str) -> dict | None:
+    """The manifest's entry for this file (the data pipeline writes one per domain)."""
+    domains = (manifest or {}).get("domains")
+    if not isinstance(domains, dict):
+        return None
+    name = Path(prefix).name
+    return next((r for r in domains.values() if isinstance(r, dict) and r.get("prefix") == name), None)
+
+
+def verify_data(cfg: TrainConfig, vocab_size: int) -> None:
+    """`data.verify` over the blend's files (megatron_infi.data.indexed), split across the ranks;
+    every rank raises the first problem found."""
+    if cfg.data.mock or cfg.data.verify == "off":
+        return
+
+    def check(prefix: str) -> None:
+        record = _manifest_record(_read_manifest(prefix), prefix)
+        verify_indexed_dataset(prefix, vocab_size, cfg.data.verify, record, _manifest_path(prefix))
+
+    check_across_ranks(resolve_blend(cfg)[0], check, (DataError,))
 
 
 @dataclass
@@ -153,7 +137,8 @@ def build_datasets(cfg: TrainConfig, tokenizer: Tokenizer, data_parallel_size: i
     config = GPTDatasetConfig(
         random_seed=train.seed,
         sequence_length=cfg.data.seq_length,
-        blend=(prefixes, weights) if prefixes else None,
+        # one prefix without weights is one dataset, not a BlendedDataset of one (megatron-core warns)
+        blend=(prefixes, weights if len(prefixes) > 1 else None) if prefixes else None,
         split=cfg.data.split,
         path_to_cache=cache,
         tokenizer=_MegatronTokenizerView(tokenizer.eod_id, tokenizer.vocab_size, str(tokenizer.path)),

@@ -93,7 +93,7 @@ def champ_preference_pairs() -> list[dict[str, Any]]:
                 "prompt": [{"role": "user", "content": p["question"]}],
                 "chosen": [{"role": "assistant", "content": f"{p['solution']}\n{boxed(p['answer'])}"}],
                 "rejected": [{"role": "assistant", "content": texts[0]}],
-                "meta": {"source": "champ", "id": pid},
+                "meta": {"source": "champ", "id": pid, "task": "math"},
             }
         )
     return pairs
@@ -107,7 +107,7 @@ def sft_records(problems: list[dict[str, Any]], source: str) -> list[dict[str, A
                 {"role": "user", "content": p["question"]},
                 {"role": "assistant", "content": f"{p['solution']}\n{boxed(p['answer'])}"},
             ],
-            "meta": {"source": source, "id": p["id"]},
+            "meta": {"source": source, "id": p["id"], "task": "math", "answer": p["answer"]},
         }
         for p in problems
     ]

@@ -35,6 +35,7 @@ import yaml
 from megatron_infi.config.core import ConfigError, command_parser
 from megatron_infi.demo import CONFIGS, REPO
 from megatron_infi.errors import command
+from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, set_run_caches
 
 
@@ -297,6 +298,7 @@ def _print_summary(demo: Demo, timings: dict[str, float]) -> None:
 
 @command("infi demo")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     parser = command_parser("infi demo", __doc__)
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--fresh", action="store_true", help="delete the demo dir first")

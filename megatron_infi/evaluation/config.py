@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.evaluation.benchmarks import BENCHMARKS
 from megatron_infi.generation import GenerationConfig, SamplingParams
 
@@ -21,8 +22,6 @@ class ModelSpec:
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError("name", f"must be a non-empty name without '/', got {self.name!r}")
-        if self.base_url is None and not (Path(self.path) / "config.json").is_file():
-            raise ConfigError("path", f"{self.path} is not an HF model dir (no config.json)")
 
 
 @dataclass
@@ -49,10 +48,6 @@ class BenchmarkSpec:
             raise ConfigError(
                 "path", f"{self.name} reads a local file: give its path (format: evaluation/README.md)"
             )
-        for key in ("path", "fewshot_path"):
-            value = getattr(self, key)
-            if value and not Path(value).is_file():
-                raise ConfigError(key, f"file not found: {value}")
         if self.fewshot_path and self.path and Path(self.fewshot_path).resolve() == Path(self.path).resolve():
             raise ConfigError("fewshot_path", "is the scored file: exemplars must come from another split")
         for key in ("limit", "samples", "max_new_tokens"):
@@ -122,6 +117,7 @@ class EvalConfig:
     models: list[ModelSpec] = field(default_factory=list)
     benchmarks: list[BenchmarkSpec] = field(default_factory=list)
     generation: BackendOptions = field(default_factory=BackendOptions)
+    prompt: PromptContract = field(default_factory=PromptContract)  # how chat-mode prompts are built
     chat_sampling: SamplingParams = field(default_factory=_default_chat_sampling)
     fewshot_sampling: SamplingParams = field(default_factory=_default_fewshot_sampling)
     pass_k: list[int] = field(default_factory=lambda: [1])  # pass@k columns (k <= samples)
@@ -162,3 +158,5 @@ class EvalConfig:
             raise ConfigError("code_timeout_s", f"must be > 0, got {self.code_timeout_s}")
         if self.code_memory_mb < 64:
             raise ConfigError("code_memory_mb", f"must be >= 64, got {self.code_memory_mb}")
+        if self.code_workers < 0:
+            raise ConfigError("code_workers", f"must be >= 0, got {self.code_workers}")

@@ -1,51 +1,45 @@
 """What each model sees: zero-shot chat messages for instruct models, few-shot text for base models,
 and how a reply turns back into a program for code problems.
 
-Zero-shot prompts follow the papers' evaluation setups (the \\boxed{} instruction of Qwen2.5-Math /
-DeepSeek-R1 for maths, "The answer is (X)" for multiple choice, a ```python block for code); few-shot
-prompts follow lm-evaluation-harness's shapes (Question/Answer pairs; MMLU's header and "Answer: X";
-HumanEval as plain completion; MBPP's [BEGIN]/[DONE] format).
+Zero-shot prompts are the benchmark's problem statement rendered under the run's prompt contract
+(megatron_infi/config/prompt.py: system prompt and the instruction of each kind - the \\boxed{}
+instruction of Qwen2.5-Math / DeepSeek-R1 for maths, "The answer is (X)" for multiple choice, a
+```python block for code), the same contract SFT data and DPO pairs use; few-shot prompts follow
+lm-evaluation-harness's shapes (Question/Answer pairs; MMLU's header and "Answer: X"; HumanEval as
+plain completion; MBPP's [BEGIN]/[DONE] format).
 """
 
 from __future__ import annotations
 
 import re
 
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.evaluation.problems import Problem
 
-MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-CHOICE_INSTRUCTION = (
-    'Think step by step, then finish with a line of the form "The answer is (X)" where X is the '
-    "letter of the correct option."
-)
 CODE_FENCE = re.compile(r"```(?:python|py|Python3?)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 # completion of a HumanEval-style function stops where the next top-level statement would start
 CODE_COMPLETION_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
 
 
-def chat_messages(problem: Problem) -> list[dict[str, str]]:
-    if problem.kind == "math":
-        text = f"{problem.question}\n{MATH_INSTRUCTION}"
-    elif problem.kind == "choice":
-        text = f"{problem.question}\n\n{CHOICE_INSTRUCTION}"
-    elif problem.code_prompt:  # HumanEval
-        text = (
-            "Complete the following Python function. Reply with the whole function in a ```python code block.\n"
-            f"```python\n{problem.code_prompt}```"
-        )
-    elif problem.tests:  # MBPP
+def problem_statement(problem: Problem) -> str:
+    """The task as the benchmark states it, before the contract's instruction for its kind."""
+    if problem.kind != "code":
+        return problem.question
+    if problem.code_prompt:  # HumanEval
+        return f"Complete the following Python function.\n```python\n{problem.code_prompt}```"
+    if problem.tests:  # MBPP
         shown = "\n".join(problem.meta.get("shown_tests", []))
-        text = (
-            f"{problem.question}\nYour code should pass these tests:\n{shown}\n"
-            "Reply with the code in a ```python code block."
-        )
-    else:  # LiveCodeBench
-        if problem.starter_code:
-            how = f"Use this starter code and complete it:\n```python\n{problem.starter_code}\n```"
-        else:
-            how = "Read the input from standard input and write the answer to standard output."
-        text = f"{problem.question}\n\n{how}\nReply with the complete program in a ```python code block."
-    return [{"role": "user", "content": text}]
+        return f"{problem.question}\nYour code should pass these tests:\n{shown}"
+    # LiveCodeBench
+    if problem.starter_code:
+        how = f"Use this starter code and complete it:\n```python\n{problem.starter_code}\n```"
+    else:
+        how = "Read the input from standard input and write the answer to standard output."
+    return f"{problem.question}\n\n{how}"
+
+
+def chat_messages(problem: Problem, contract: PromptContract) -> list[dict[str, str]]:
+    return contract.render(problem_statement(problem), problem.kind)
 
 
 def _math_shot(problem: Problem) -> str:

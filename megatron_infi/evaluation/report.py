@@ -3,10 +3,10 @@ results.png (grouped bars), from the scores in results.json."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from megatron_infi.utils import atomic_write_bytes, atomic_write_text
+from megatron_infi.plots import label_axes, pyplot, save_figure
+from megatron_infi.utils import atomic_write_text
 
 
 def headline_metric(summary: dict) -> str | None:
@@ -74,14 +74,9 @@ def render_markdown(results: dict) -> str:
 
 
 def render_chart(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models, benchmarks, scores = list(results["models"]), results["benchmarks"], results["scores"]
     width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(benchmarks) + 2), 4.2), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(max(6.0, 1.6 * len(benchmarks) + 2), 4.2))
     for i, name in enumerate(models):
         values = []
         for bench in benchmarks:
@@ -92,15 +87,10 @@ def render_chart(results: dict, path: Path) -> None:
         bars = ax.bar(xs, values, width, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax.set_xticks(range(len(benchmarks)), [meta["title"] for meta in benchmarks.values()], fontsize=8)
-    ax.set_ylabel("accuracy (%)")
+    label_axes(ax, "benchmark", "accuracy (%)", "Evaluation (avg@n)")
     ax.set_ylim(0, 115)  # headroom for the legend above 100 %
-    ax.set_title("Evaluation (avg@n)")
     ax.legend(fontsize=8, ncol=len(models), loc="upper center")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path, dpi=120)
 
 
 def write_reports(results: dict, out_dir: Path) -> None:

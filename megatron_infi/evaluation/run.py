@@ -14,7 +14,8 @@ input:
 output (under output_dir):
   results.md, results.png         the table (papers' shape) and a bar chart
   results.json                    per benchmark, per problem, per sample: prompt, output, extracted
-                                  answer, verdict, status
+                                  answer, verdict, status; the prompt contract (`prompt:`, the one
+                                  SFT and DPO trained under) and each model's training contract
   runs/<model>/<benchmark>.json   one finished (model, benchmark); a rerun skips it while its
                                   fingerprint (model weights, benchmark items, sampling, prompts,
                                   limits) is unchanged
@@ -44,6 +45,8 @@ from megatron_infi.config.core import (
     to_dict,
     validate_tree,
 )
+from megatron_infi.config.inputs import InputCheck
+from megatron_infi.config.prompt import check_model_contract, read_model_contract
 from megatron_infi.errors import command
 from megatron_infi.evaluation.benchmarks import BENCHMARKS, load_benchmark, load_exemplars
 from megatron_infi.evaluation.config import BenchmarkSpec, EvalConfig, ModelSpec
@@ -53,6 +56,8 @@ from megatron_infi.evaluation.report import write_reports
 from megatron_infi.evaluation.scorer import Verdict, score_reply, summarize
 from megatron_infi.generation import SamplingParams, build_backend
 from megatron_infi.generation.backend import model_dir_fingerprint
+from megatron_infi.generation.preflight import check_tokenizer
+from megatron_infi.logs import quiet_logs
 from megatron_infi.scoring.code import map_parallel
 from megatron_infi.utils import atomic_write_json, set_run_caches
 
@@ -70,12 +75,32 @@ class LoadedBenchmark:
     exemplar_skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
+def check_inputs(cfg: EvalConfig, dry_run: bool = False) -> InputCheck:
+    """Every model's tokenizer loads (for chat models: with a chat template that renders the contract's
+    prompts; a model trained under another contract warns) and the benchmark files exist, before any
+    weights load (`load_all` parses the files). In a dry run, what does not exist yet is noted."""
+    check = InputCheck(dry_run)
+    for i, model in enumerate(cfg.models):
+        if model.base_url is None and check.present(f"models[{i}].path", model.path, "trained_model", True):
+            probe = cfg.prompt.render("1 + 1 = ?", "math") if model.mode == "chat" else None
+            check_tokenizer(model.path, f"models[{i}].path", probe)
+            if model.mode == "chat":
+                check_model_contract(model.path, cfg.prompt, f"eval (model {model.name})")
+    for i, spec in enumerate(cfg.benchmarks):
+        for key in ("path", "fewshot_path"):
+            if getattr(spec, key):
+                check.present(f"benchmarks[{i}].{key}", getattr(spec, key))
+    return check
+
+
 def load_all(cfg: EvalConfig) -> dict[str, LoadedBenchmark]:
     """Read every benchmark (and its few-shot exemplar split) before any model loads, so a bad file
     fails fast."""
     fewshot = any(m.mode == "fewshot" for m in cfg.models)
     loaded = {}
     for spec in cfg.benchmarks:
+        if spec.path and not Path(spec.path).exists():
+            continue  # a dry run's note; a real run has stopped at check_inputs
         problems, skipped = load_benchmark(spec.name, spec.path, spec.options)
         if not problems:
             raise BenchmarkFileError(f"benchmark {spec.key}: no usable problems (skipped: {skipped.counts})")
@@ -113,7 +138,7 @@ def _model_id(model: ModelSpec) -> str:
 
 def _build_inputs(cfg: EvalConfig, bench: LoadedBenchmark, mode: str) -> tuple[list[Any], SamplingParams]:
     if mode == "chat":
-        return [chat_messages(p) for p in bench.problems], _sampling(cfg, bench.spec, mode, [])
+        return [chat_messages(p, cfg.prompt) for p in bench.problems], _sampling(cfg, bench.spec, mode, [])
     k = _shots(cfg, bench.spec, mode)
     prompts, stops = [], []
     for problem in bench.problems:
@@ -200,12 +225,14 @@ def evaluate_one(
 
 
 def run_eval(cfg: EvalConfig) -> dict:
+    check_inputs(cfg)
+    benchmarks = load_all(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_run_caches(out_dir)
-    benchmarks = load_all(cfg)
     results: dict[str, Any] = {
         "config": to_dict(cfg),
+        "prompt_contract": cfg.prompt.to_dict(),
         "models": {},
         "benchmarks": {
             key: {
@@ -233,7 +260,13 @@ def run_eval(cfg: EvalConfig) -> dict:
                 backend = build_backend(cfg.generation.for_model(model, cache_dir))
             return backend
 
-        results["models"][model.name] = {"path": model.path, "mode": model.mode, "base_url": model.base_url}
+        trained = read_model_contract(model.path) if model.base_url is None else None
+        results["models"][model.name] = {
+            "path": model.path,
+            "mode": model.mode,
+            "base_url": model.base_url,
+            "training_prompt_contract": trained.to_dict() if trained else None,
+        }
         for key, bench in benchmarks.items():
             done = evaluate_one(cfg, model, bench, get_backend, out_dir)
             results["scores"].setdefault(model.name, {})[key] = done["summary"]
@@ -263,8 +296,11 @@ def evaluate_models(
 
 @command("infi eval")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(EvalConfig, "infi eval", __doc__, argv)
     if dry_run:
+        check_inputs(cfg, dry_run=True).print_notes("eval")
+        load_all(cfg)
         return 0
     run_eval(cfg)
     out = Path(cfg.output_dir)

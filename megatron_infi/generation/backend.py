@@ -105,7 +105,7 @@ class GenerationBackend(ABC):
             total=len(todo),
             desc=f"generate ({self.name})",
             unit="sample",
-            disable=not (self.show_progress and todo),
+            disable=None if self.show_progress and todo else True,  # None: only on a terminal
         )
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
@@ -142,6 +142,7 @@ def select_backend(cfg: GenerationConfig) -> str:
 
 def build_backend(cfg: GenerationConfig) -> GenerationBackend:
     cfg.validate()
+    cfg.check_model_dir()
     kind = select_backend(cfg)
     if kind == "hf":
         from megatron_infi.generation.hf import HFBackend

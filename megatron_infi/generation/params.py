@@ -75,8 +75,16 @@ class GenerationConfig:
             raise ConfigError("base_url", "the openai backend needs base_url (e.g. http://localhost:8000/v1)")
         if not self.model:
             raise ConfigError("model", "is empty: give an HF model dir, or the served model name for openai")
-        uses_dir = self.backend in ("hf", "vllm") or (self.backend == "auto" and not self.base_url)
-        if uses_dir and not (Path(self.model) / "config.json").is_file():
+
+    @property
+    def loads_model_dir(self) -> bool:
+        """Whether `model` is a local HF dir (hf / vllm) rather than a served model's name (openai)."""
+        return self.backend in ("hf", "vllm") or (self.backend == "auto" and not self.base_url)
+
+    def check_model_dir(self) -> None:
+        """The model dir exists (checked when the backend is built, not at config load: in a recipe the
+        model may be an earlier stage's output)."""
+        if self.loads_model_dir and not (Path(self.model) / "config.json").is_file():
             raise ConfigError(
                 "model", f"{self.model} is not an HF model dir (no config.json); nothing is downloaded"
             )

@@ -1,7 +1,9 @@
-"""Chat template selection for post-training: the model's own template when it has one, ChatML otherwise.
+"""Chat template selection for post-training (the prompt contract's `chat_template`): the model's own
+template when it has one, ChatML otherwise.
 
 Assistant-only loss needs `{% generation %}` markers in the template. A template without them is
-patched with TRL's training template when TRL knows it; ChatML here carries them already. The
+patched with TRL's training template when TRL knows it; ChatML here carries them already. The choice
+needs the tokenizer only, so a template that cannot work fails before any weights load. The
 end-of-turn token the template emits is added to the model's generation EOS ids, so that generation
 (DPO-pair sampling, evaluation) stops where the trained turns stop.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from megatron_infi.errors import DataError
+from megatron_infi.errors import ConfigError
 
 CHATML_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>"]
 # ChatML with the assistant turn (content + <|im_end|>) inside generation markers.
@@ -28,41 +30,39 @@ CHATML_TEMPLATE = (
 )
 
 
-class ChatTemplateError(DataError):
+class ChatTemplateError(ConfigError):
     """A chat template that cannot train or evaluate (missing, unreadable, without the markers
-    assistant-only loss needs): bad input, exit 2."""
+    assistant-only loss needs): the prompt contract's `chat_template` field is wrong, exit 2."""
+
+    def __init__(self, message: str):
+        super().__init__("prompt.chat_template", message)
 
 
 def _read_template_file(path: str) -> str:
     file = Path(path)
     if not file.is_file():
-        raise ChatTemplateError(f"chat_template: {path} is neither 'auto', 'chatml' nor a .jinja file")
+        raise ChatTemplateError(f"{path} is neither 'auto', 'chatml' nor an existing .jinja file")
     return file.read_text(encoding="utf-8")
 
 
-def _install_chatml(tokenizer, model) -> None:
-    """Set ChatML; add its two special tokens when missing and grow the embeddings to cover them."""
+def _install_chatml(tokenizer) -> None:
+    """Set ChatML; add its two special tokens when missing (`fit_model_to_template` grows the embeddings)."""
     missing = [tok for tok in CHATML_SPECIAL_TOKENS if tok not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     tokenizer.chat_template = CHATML_TEMPLATE
-    if model is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
 
 
-def prepare_chat_template(
-    tokenizer, model=None, choice: str = "auto", need_generation_markers: bool = True
-) -> str:
+def prepare_chat_template(tokenizer, choice: str = "auto", need_generation_markers: bool = True) -> str:
     """Give `tokenizer` a training template; returns which one: 'own', 'own+trl-training', 'chatml' or 'file'.
 
     `choice` is 'auto' (own template if any, else ChatML), 'chatml', or a path to a .jinja file.
-    `model` (optional) gets its embeddings resized when ChatML tokens are added and its generation EOS
-    ids extended with the template's end-of-turn token.
+    Needs no model: call `fit_model_to_template` once the weights are loaded.
     """
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
     if choice == "chatml" or (choice == "auto" and not tokenizer.chat_template):
-        _install_chatml(tokenizer, model)
+        _install_chatml(tokenizer)
         used = "chatml"
     elif choice == "auto":
         used = "own"
@@ -71,8 +71,9 @@ def prepare_chat_template(
                 patched = get_training_chat_template(tokenizer)
             except ValueError as err:
                 raise ChatTemplateError(
-                    "chat_template: the model's own template has no {% generation %} markers and TRL has no "
-                    "training version of it; set chat_template=chatml or point it at a .jinja file with markers"
+                    "auto: the model's own template has no {% generation %} markers (needed for "
+                    "assistant_only_loss) and TRL has no training version of it; set "
+                    "prompt.chat_template=chatml or point it at a .jinja file with markers"
                 ) from err
             if patched is not None:
                 tokenizer.chat_template = patched
@@ -81,10 +82,15 @@ def prepare_chat_template(
         tokenizer.chat_template = _read_template_file(choice)
         used = "file"
         if need_generation_markers and not has_generation_markers(tokenizer.chat_template):
-            raise ChatTemplateError(f"chat_template: {choice} has no {{% generation %}} markers")
-    if model is not None:
-        add_end_of_turn_to_generation_eos(tokenizer, model)
+            raise ChatTemplateError(f"{choice} has no {{% generation %}} markers")
     return used
+
+
+def fit_model_to_template(tokenizer, model) -> None:
+    """Grow the embeddings over tokens the template added; stop generation at its end-of-turn token."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    add_end_of_turn_to_generation_eos(tokenizer, model)
 
 
 def end_of_turn_id(tokenizer) -> int | None:

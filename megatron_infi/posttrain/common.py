@@ -138,7 +138,9 @@ def trainer_arguments(
 ) -> dict[str, Any]:
     """Keyword arguments shared by TRL's SFTConfig and DPOConfig (both are TrainingArguments)."""
     precision = select_precision(runtime.precision)
-    os.environ.setdefault("WANDB_PROJECT", logging.wandb_project)
+    if logging.wandb:
+        os.environ.setdefault("WANDB_PROJECT", logging.wandb_project)
+        os.environ.setdefault("WANDB_MODE", "offline")  # no run may reach a server unless asked to
     return {
         "output_dir": str(output_dir),
         "run_name": logging.run_name or run_name,
@@ -191,11 +193,6 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-
-
-def check_model_dir(path: str | Path, field_name: str) -> None:
-    if not (Path(path) / "config.json").is_file():
-        raise ConfigError(field_name, f"{path} is not an HF model dir (no config.json)")
 
 
 # ---------------------------------------------------------------- checkpoints and export
@@ -312,12 +309,9 @@ def plot_curves(
 ) -> None:
     """One line per named series of (step, value); with `sequential`, each series' steps continue
     where the previous one ended (curriculum phases), else all share one step axis."""
-    import matplotlib
+    from megatron_infi.plots import label_axes, pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     offset = 0
     for name, points in series.items():
         if not points:
@@ -326,15 +320,6 @@ def plot_curves(
         ax.plot(steps, [value for _, value in points], marker=".", label=name)
         if sequential:
             offset = steps[-1]
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
+    label_axes(ax, "optimizer step", ylabel, title)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(partial, dpi=110)
-    plt.close(fig)
-    os.replace(partial, path)
+    save_figure(fig, path)

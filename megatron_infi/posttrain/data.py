@@ -7,7 +7,9 @@
 Files are JSONL (.jsonl, .jsonl.gz), JSON or Parquet (megatron_infi.utils.iter_rows).
 
 A record that does not fit is skipped and counted by reason with its file:line (never a crash);
-a file that yields no usable record at all is an error that names the file.
+a file that yields no usable record at all is an error that names the file. With a `RecordTally`
+the prompts are put under the stage's prompt contract: records whose meta names the contract they
+were prepared under stay as they are (another contract warns), raw ones are rendered now.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from megatron_infi.config.prompt import RecordTally
 from megatron_infi.errors import DataError
 from megatron_infi.utils import SkipCounter, read_rows
 
@@ -47,8 +50,14 @@ def _check_files(paths: list[str | Path]) -> list[Path]:
     return files
 
 
-def read_sft_records(paths: list[str | Path], skipped: SkipCounter) -> list[dict[str, Any]]:
-    """Conversations that end with an assistant turn; `meta` is dropped (its schema varies by source)."""
+def read_sft_records(
+    paths: list[str | Path],
+    skipped: SkipCounter,
+    prompts: RecordTally | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Conversations that end with an assistant turn; `meta` is dropped (its schema varies by source).
+    `limit`: stop after that many usable records per file (an input check)."""
     records = []
     for path in _check_files(paths):
         before = len(records)
@@ -59,13 +68,22 @@ def read_sft_records(paths: list[str | Path], skipped: SkipCounter) -> list[dict
             elif messages[-1]["role"] != "assistant":
                 skipped.skip("no-final-assistant-turn", where)
             else:
+                if prompts is not None:
+                    messages = prompts.prepare(messages, obj.get("meta"), where)
                 records.append({"messages": messages})
+                if limit is not None and len(records) - before >= limit:
+                    break
         if len(records) == before:
             raise DataError(f"{path}: no usable SFT record (skipped: {skipped.counts})")
     return records
 
 
-def read_preference_records(paths: list[str | Path], skipped: SkipCounter) -> list[dict[str, Any]]:
+def read_preference_records(
+    paths: list[str | Path],
+    skipped: SkipCounter,
+    prompts: RecordTally | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     records = []
     for path in _check_files(paths):
         before = len(records)
@@ -83,7 +101,11 @@ def read_preference_records(paths: list[str | Path], skipped: SkipCounter) -> li
             elif chosen == rejected:
                 skipped.skip("chosen-equals-rejected", where)
             else:
+                if prompts is not None:
+                    prompt = prompts.prepare(prompt, obj.get("meta"), where)
                 records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+                if limit is not None and len(records) - before >= limit:
+                    break
         if len(records) == before:
             raise DataError(f"{path}: no usable preference record (skipped: {skipped.counts})")
     return records

@@ -5,6 +5,10 @@ The reference is the frozen starting model (or `ref_model`), kept in memory or, 
 (`eval_data`, or `eval_fraction` of `data`) are scored before and after training, so the summary
 states how far the chosen-vs-rejected reward margin moved.
 
+Prompts follow the config's prompt contract (`prompt:`) as in `infi sft`: pairs from `infi dpo-pairs`
+carry the contract they were rendered under (another one warns), raw pairs are rendered now, and the
+export records the contract in model/prompt_contract.json.
+
 input:
   model: an HF model dir, e.g. `infi sft`'s <output_dir>/<last phase>/model
   data: JSONL of preference pairs, TRL's conversational format (what `infi dpo-pairs` writes as
@@ -14,7 +18,7 @@ input:
      "rejected": [{"role": "assistant", "content": "2+3=6. \\\\boxed{6}"}]}
 
 output (under output_dir):
-  model/                       HF export of the trained policy: eval's input
+  model/                       HF export of the trained policy (with prompt_contract.json): eval's input
   checkpoints/checkpoint-N/    Trainer checkpoints (resume)
   summary.json                 held-out reward margins before / after, losses, skipped records
   log_history.json, tensorboard/, dpo.png, resolved_config.yaml
@@ -32,10 +36,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.inputs import InputCheck
+from megatron_infi.config.prompt import CONTRACT_FILE, PromptContract, RecordTally, check_model_contract
 from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
 from megatron_infi.errors import command
+from megatron_infi.generation.preflight import check_tokenizer
+from megatron_infi.logs import quiet_logs
 from megatron_infi.posttrain import common
-from megatron_infi.posttrain.chat import prepare_chat_template
+from megatron_infi.posttrain.chat import fit_model_to_template, prepare_chat_template
 from megatron_infi.posttrain.data import read_preference_records, split_held_out, to_dataset
 from megatron_infi.posttrain.preemption import preemption_callback
 from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches
@@ -53,6 +61,9 @@ EVAL_KEYS = (
 )
 
 
+VALIDATE_RECORDS = 64  # usable records an input check reads per file
+
+
 def _dpo_optim() -> common.OptimConfig:
     return common.OptimConfig(lr=5e-7, warmup_ratio=0.1)
 
@@ -65,7 +76,7 @@ class DPOStageConfig:
     data: list[str] = field(default_factory=list)  # preference JSONL (TRL conversational format)
     eval_data: list[str] = field(default_factory=list)
     eval_fraction: float = 0.05  # held-out share of `data` when eval_data is empty
-    chat_template: str = "auto"
+    prompt: PromptContract = field(default_factory=PromptContract)  # system prompt, instructions, template
     beta: float = 0.1
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
     loss_weights: list[float] | None = None
@@ -96,14 +107,21 @@ class DPOStageConfig:
         if self.max_length < 16:
             raise ConfigError("max_length", f"must be >= 16, got {self.max_length}")
 
-    def check_paths(self) -> None:
-        common.check_model_dir(self.model, "model")
+    def check_inputs(self, dry_run: bool = False) -> InputCheck:
+        """Before any weights load: tokenizer and chat template of the model, the preference files'
+        records; a model trained under another prompt contract warns. A dry run notes what does not
+        exist yet."""
+        check = InputCheck(dry_run)
+        if check.present("model", self.model, "sft_model", model_dir=True):
+            prepare_chat_template(check_tokenizer(self.model, "model"), self.prompt.chat_template, False)
+            check_model_contract(self.model, self.prompt, "dpo")
         if self.ref_model:
-            common.check_model_dir(self.ref_model, "ref_model")
+            check.present("ref_model", self.ref_model, "sft_model", model_dir=True)
         for key in ("data", "eval_data"):
             for j, path in enumerate(getattr(self, key)):
-                if not Path(path).is_file():
-                    raise ConfigError(f"{key}[{j}]", f"file not found: {path}")
+                if check.present(f"{key}[{j}]", path, "pairs"):
+                    read_preference_records([path], SkipCounter(), limit=VALIDATE_RECORDS)
+        return check
 
 
 def _eval_metrics(trainer, dataset) -> dict[str, float]:
@@ -117,15 +135,16 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     out = Path(cfg.output_dir)
-    cfg.check_paths()
+    cfg.check_inputs()
     if (out / "model" / "config.json").is_file() and (out / "summary.json").is_file():
         print(f"[dpo] already exported at {out / 'model'}, skipping", flush=True)
         return json.loads((out / "summary.json").read_text())
     set_run_caches(out)
     skipped = SkipCounter()
-    records = read_preference_records(cfg.data, skipped)
+    prompts = RecordTally(cfg.prompt, "dpo")
+    records = read_preference_records(cfg.data, skipped, prompts)
     if cfg.eval_data:
-        train_records, held_out = records, read_preference_records(cfg.eval_data, skipped)
+        train_records, held_out = records, read_preference_records(cfg.eval_data, skipped, prompts)
     else:
         train_records, held_out = split_held_out(records, cfg.eval_fraction, cfg.runtime.seed)
 
@@ -148,9 +167,10 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
         precompute_ref_log_probs=cfg.reference == "precomputed",
     )
     tokenizer = common.load_tokenizer(cfg.model)
+    template = prepare_chat_template(tokenizer, cfg.prompt.chat_template, need_generation_markers=False)
     model = common.load_causal_lm(cfg.model, cfg.runtime)
     rows = model.get_input_embeddings().weight.shape[0]
-    template = prepare_chat_template(tokenizer, model, cfg.chat_template, need_generation_markers=False)
+    fit_model_to_template(tokenizer, model)
     ref_model = None
     if cfg.reference == "model":
         if cfg.ref_model is None and model.get_input_embeddings().weight.shape[0] != rows:
@@ -173,7 +193,11 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
     common.set_tensorboard_dir(trainer, out / "tensorboard")
     if trainer.accelerator.is_main_process:
         atomic_write_text(out / "resolved_config.yaml", dump_yaml(cfg))
-        print(f"[dpo] {len(train_records)} training pairs, {len(held_out)} held out", flush=True)
+        print(
+            f"[dpo] {len(train_records)} training pairs, {len(held_out)} held out; "
+            f"prompt contract {cfg.prompt.digest}: {prompts.counts}",
+            flush=True,
+        )
     resume = common.last_complete_checkpoint(out / "checkpoints") if cfg.checkpoint.resume else None
     before = _eval_metrics(trainer, trainer.eval_dataset)
     started = time.time()
@@ -182,6 +206,7 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
     wall = time.time() - started
     after = _eval_metrics(trainer, trainer.eval_dataset)
     model_dir = common.save_hf_dir(trainer, out / "model")
+    common.write_json_main(trainer, model_dir / CONTRACT_FILE, cfg.prompt.to_dict())  # read by eval
     common.finish_wandb()
 
     history = trainer.state.log_history
@@ -192,6 +217,8 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
         "reference_mode": cfg.reference,
         "resumed_from": str(resume) if resume else None,
         "chat_template": template,
+        "prompt_contract": cfg.prompt.to_dict(),
+        "prompts": prompts.counts,
         "train_pairs": len(train_records),
         "held_out_pairs": len(held_out),
         "skipped": {"counts": skipped.counts, "examples": skipped.examples},
@@ -219,8 +246,10 @@ def run_dpo(cfg: DPOStageConfig, extra_callbacks=()) -> dict[str, Any]:
 
 @command("infi dpo")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(DPOStageConfig, "infi dpo", __doc__, argv)
     if dry_run:
+        cfg.check_inputs(dry_run=True).print_notes("dpo")
         return 0
     summary = run_dpo(cfg)
     before = summary["held_out_before"].get("eval_rewards/margins")

@@ -16,6 +16,9 @@ input:
     {"id": "m1", "domain": "math", "prompt": "What is 2+3?", "answer": "5", "solution": "2+3=5"}
     {"id": "c1", "domain": "code", "prompt": "Write add(a, b).", "tests": "assert add(2, 3) == 5",
      "entry_point": "add"}
+  The prompt is rendered under the config's prompt contract (`prompt:`, the same as SFT's and eval's):
+  its system prompt and the instruction of the problem's domain are added, and each pair records the
+  contract (meta.prompt_contract; report.json too).
 
 output (under output_dir):
   pairs.jsonl      TRL conversational preference pairs + "meta": `infi dpo`'s data
@@ -35,8 +38,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.inputs import InputCheck
+from megatron_infi.config.prompt import PromptContract, check_model_contract
 from megatron_infi.errors import DataError, command
 from megatron_infi.generation import GenerationConfig, SamplingParams
+from megatron_infi.generation.preflight import check_tokenizer
+from megatron_infi.logs import quiet_logs
+from megatron_infi.plots import label_axes, pyplot, save_figure
 from megatron_infi.posttrain.data import clean_messages
 from megatron_infi.utils import (
     SkipCounter,
@@ -77,6 +85,7 @@ class DPOPairsConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # generation.model: the SFT model
     sampling: SamplingParams = field(default_factory=_default_sampling)  # sampling.n: samples per problem
     chosen: Literal["expert_then_sample", "expert", "sample"] = "expert_then_sample"
+    prompt: PromptContract = field(default_factory=PromptContract)  # how problems become prompts
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
     code_timeout_s: float = 10.0  # CPU seconds per program (the sandbox derives a wall-clock cap)
     code_memory_mb: int = 1024
@@ -93,10 +102,18 @@ class DPOPairsConfig:
                 "sampling.temperature", f"is 0 (greedy): {self.sampling.n} samples would be identical"
             )
 
-    def check_paths(self) -> None:
+    def check_inputs(self, dry_run: bool = False) -> InputCheck:
+        """The model's tokenizer renders the contract's prompts and the problem files parse, before any
+        weights load; in a dry run a model not trained yet is noted."""
+        check = InputCheck(dry_run)
+        gen = self.generation
+        if gen.loads_model_dir and check.present("generation.model", gen.model, "sft_model", model_dir=True):
+            check_tokenizer(gen.model, "generation.model", self.prompt.render("1 + 1 = ?", "math"))
+            check_model_contract(gen.model, self.prompt, "dpo-pairs")
         for j, path in enumerate(self.problems):
-            if not Path(path).is_file():
-                raise ConfigError(f"problems[{j}]", f"file not found: {path}")
+            if check.present(f"problems[{j}]", path):
+                read_problems([path], SkipCounter(), self.prompt)
+        return check
 
 
 @dataclass
@@ -110,7 +127,7 @@ class Problem:
     solution: str | None = None
 
 
-def read_problems(paths: list[str | Path], skipped: SkipCounter) -> list[Problem]:
+def read_problems(paths: list[str | Path], skipped: SkipCounter, contract: PromptContract) -> list[Problem]:
     problems: list[Problem] = []
     seen_ids: set[str] = set()
     seen_prompts: set[str] = set()
@@ -153,7 +170,7 @@ def read_problems(paths: list[str | Path], skipped: SkipCounter) -> list[Problem
                 Problem(
                     id=pid,
                     domain=domain,
-                    messages=messages,
+                    messages=contract.apply(messages, domain),
                     answer=str(obj["answer"]) if domain == "math" else None,
                     tests=obj.get("tests"),
                     entry_point=obj.get("entry_point"),
@@ -240,6 +257,7 @@ def build_pairs(
 ) -> list[dict[str, Any]]:
     """Challenge selection, pairing and cleaning (before the final re-verification)."""
     clean = cfg.cleaning
+    contract = cfg.prompt.to_dict()
     pairs = []
     for problem, texts, oks in zip(problems, samples, verdicts, strict=True):
         if all(oks):
@@ -293,6 +311,7 @@ def build_pairs(
                         "chosen_sample": chosen_index,
                         "rejected_sample": index,
                         "pass_rate": pass_rate,
+                        "prompt_contract": contract,
                     },
                 }
             )
@@ -338,24 +357,16 @@ def _dedup(pairs: list[dict], dropped: SkipCounter) -> list[dict]:
     return kept
 
 
-def _plot_pass_rates(rates: list[float], n: int, path: Path) -> None:
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def plot_pass_rates(rates: list[float], n: int, path: Path) -> None:
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     ax.hist(rates, bins=[(i - 0.5) / n for i in range(n + 2)], edgecolor="black")
-    ax.set_xlabel(f"fraction of {n} samples verified correct")
-    ax.set_ylabel("problems")
-    ax.set_title("SFT model pass rate per problem (pairs come from < 1)")
-    fig.tight_layout()
-    partial = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(partial, dpi=110)
-    plt.close(fig)
-    os.replace(partial, path)
+    label_axes(
+        ax,
+        f"fraction of {n} samples verified correct",
+        "problems",
+        "SFT model pass rate per problem (pairs come from < 1)",
+    )
+    save_figure(fig, path)
 
 
 def _report_md(report: dict) -> str:
@@ -392,13 +403,13 @@ def run_dpo_pairs(cfg: DPOPairsConfig, samples: list[list[str]] | None = None) -
     from transformers import AutoTokenizer
 
     out = Path(cfg.output_dir)
-    cfg.check_paths()
+    cfg.check_inputs()
     set_run_caches(out)
     if cfg.generation.cache_dir is None:
         cfg.generation.cache_dir = str(out / "generation_cache")
     atomic_write_text(out / "resolved_config.yaml", dump_yaml(cfg))
     skipped = SkipCounter()
-    problems = read_problems(cfg.problems, skipped)
+    problems = read_problems(cfg.problems, skipped, cfg.prompt)
     by_id = {p.id: p for p in problems}
     verifier = Verifier(cfg)
 
@@ -445,20 +456,23 @@ def run_dpo_pairs(cfg: DPOPairsConfig, samples: list[list[str]] | None = None) -
         "mean_pass_rate": sum(rates) / len(rates),
         "pass_rate_histogram": dict(sorted(Counter(round(r, 4) for r in rates).items())),
         "pairs": len(pairs),
+        "prompt_contract": cfg.prompt.to_dict(),
         "chosen_sources": dict(Counter(p["meta"]["chosen_source"] for p in pairs)),
         "dropped": dropped.counts,
         "pairs_file": str(out / "pairs.jsonl"),
     }
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", _report_md(report))
-    _plot_pass_rates(rates, cfg.sampling.n, out / "pass_rate.png")
+    plot_pass_rates(rates, cfg.sampling.n, out / "pass_rate.png")
     return report
 
 
 @command("infi dpo-pairs")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(DPOPairsConfig, "infi dpo-pairs", __doc__, argv)
     if dry_run:
+        cfg.check_inputs(dry_run=True).print_notes("dpo-pairs")
         return 0
     report = run_dpo_pairs(cfg)
     print(

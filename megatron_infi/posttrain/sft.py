@@ -5,16 +5,22 @@ previous phase's exported weights. Loss is on assistant tokens only, sequences a
 checkpoints every `checkpoint.save_interval` steps and resumes from the last complete checkpoint; a
 phase whose export and summary exist is not run again.
 
+Prompts follow the config's prompt contract (`prompt:`, the same section the SFT-data, DPO-pairs and
+eval configs carry): records prepared under it are used as they are, raw records get its system prompt
+and the instruction of their task (meta.task) now, and the export records it in prompt_contract.json.
+
 input:
   model: an HF model dir (config.json, safetensors, tokenizer), e.g. `infi convert to-hf`'s output
   phases[*].data: JSONL, one conversation per line (OpenAI chat format), ending with the assistant
-  turn that is trained on; `meta` is optional and ignored; bad lines are skipped and counted:
+  turn that is trained on; `meta` is optional (meta.task picks the contract's instruction for a raw
+  record, meta.prompt_contract marks a prepared one); bad lines are skipped and counted:
     {"messages": [{"role": "user", "content": "What is 2+3?"},
                   {"role": "assistant", "content": "2+3=5. \\\\boxed{5}"}], "meta": {"source": "x"}}
   (`infi data sft-select` writes phase1.jsonl / phase2.jsonl in this format)
 
 output (under output_dir):
   <phase>/model/                      HF export of the phase: the next phase's, DPO's and eval's input
+                                      (with prompt_contract.json)
   <phase>/checkpoints/checkpoint-N/   Trainer checkpoints (weights, optimizer, RNG, data position)
   <phase>/summary.json                losses, steps, weights fingerprints, skipped records
   <phase>/tensorboard/                TensorBoard events; wandb (offline) under cache/wandb
@@ -32,15 +38,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError, dump_yaml, parse_stage_config
+from megatron_infi.config.inputs import InputCheck
+from megatron_infi.config.prompt import CONTRACT_FILE, PromptContract, RecordTally
 from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
 from megatron_infi.errors import command
+from megatron_infi.generation.preflight import check_tokenizer
+from megatron_infi.logs import quiet_logs
 from megatron_infi.posttrain import common
-from megatron_infi.posttrain.chat import prepare_chat_template
+from megatron_infi.posttrain.chat import fit_model_to_template, prepare_chat_template
 from megatron_infi.posttrain.data import read_sft_records, to_dataset
 from megatron_infi.posttrain.preemption import preemption_callback
 from megatron_infi.utils import SkipCounter, atomic_write_text, set_run_caches
 
 PHASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+VALIDATE_RECORDS = 64  # usable records an input check reads per file
 
 
 @dataclass
@@ -62,7 +73,7 @@ class SFTPhaseConfig:
 class SFTStageConfig:
     model: str = ""  # HF model dir to start from
     output_dir: str = ""
-    chat_template: str = "auto"  # auto (model's own, else ChatML) | chatml | path/to/template.jinja
+    prompt: PromptContract = field(default_factory=PromptContract)  # system prompt, instructions, template
     max_length: int = 4096
     packing: bool = True
     packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd"
@@ -86,14 +97,19 @@ class SFTStageConfig:
         if duplicate:
             raise ConfigError("phases", f"phase name {duplicate!r} is used twice")
 
-    def check_paths(self) -> None:
-        """Inputs exist (run time, before any heavy work; --dry-run does not need them)."""
-        common.check_model_dir(self.model, "model")
+    def check_inputs(self, dry_run: bool = False) -> InputCheck:
+        """Before any weights load: the model's tokenizer loads and the chat template works for
+        training, and every phase's data holds usable records. A dry run notes what does not exist yet."""
+        check = InputCheck(dry_run)
+        if check.present("model", self.model, "hf_model", model_dir=True):
+            tokenizer = check_tokenizer(self.model, "model")
+            prepare_chat_template(tokenizer, self.prompt.chat_template, self.assistant_only_loss)
         for i, phase in enumerate(self.phases):
             for key in ("data", "eval_data"):
                 for j, path in enumerate(getattr(phase, key)):
-                    if not Path(path).is_file():
-                        raise ConfigError(f"phases[{i}].{key}[{j}]", f"file not found: {path}")
+                    if check.present(f"phases[{i}].{key}[{j}]", path, "sft_data"):
+                        read_sft_records([path], SkipCounter(), limit=VALIDATE_RECORDS)
+        return check
 
 
 def _is_main_rank() -> bool:
@@ -114,6 +130,7 @@ class PhaseTrainer:
     phase_dir: Path
     init_from: Path
     template: str
+    prompts: dict[str, int]
     train_records: int
     eval_records: int
     skipped: SkipCounter
@@ -128,8 +145,10 @@ def build_phase_trainer(cfg: SFTStageConfig, index: int, init_from: Path, extra_
     phase = cfg.phases[index]
     phase_dir = Path(cfg.output_dir) / phase.name
     skipped = SkipCounter()
-    train_records = read_sft_records(phase.data, skipped)
-    eval_records = read_sft_records(phase.eval_data, skipped) if phase.eval_data else []
+    prompts = RecordTally(cfg.prompt, "sft")
+    train_records = read_sft_records(phase.data, skipped, prompts)
+    eval_records = read_sft_records(phase.eval_data, skipped, prompts) if phase.eval_data else []
+    print(f"[sft] phase {phase.name}: prompt contract {cfg.prompt.digest}: {prompts.counts}", flush=True)
 
     args = SFTConfig(
         **common.trainer_arguments(
@@ -150,10 +169,9 @@ def build_phase_trainer(cfg: SFTStageConfig, index: int, init_from: Path, extra_
         shuffle_dataset=True,
     )
     tokenizer = common.load_tokenizer(init_from)
+    template = prepare_chat_template(tokenizer, cfg.prompt.chat_template, cfg.assistant_only_loss)
     model = common.load_causal_lm(init_from, cfg.runtime)
-    template = prepare_chat_template(
-        tokenizer, model, cfg.chat_template, need_generation_markers=cfg.assistant_only_loss
-    )
+    fit_model_to_template(tokenizer, model)
     fingerprints: dict[str, Any] = {}
     preemption = preemption_callback()
     trainer = SFTTrainer(
@@ -170,6 +188,7 @@ def build_phase_trainer(cfg: SFTStageConfig, index: int, init_from: Path, extra_
         phase_dir,
         init_from,
         template,
+        prompts.counts,
         len(train_records),
         len(eval_records),
         skipped,
@@ -187,6 +206,7 @@ def run_phase(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     built.preemption.check(trainer.state, f"sft phase {phase.name}")
     model_dir = common.save_hf_dir(trainer, phase_dir / "model")
+    common.write_json_main(trainer, model_dir / CONTRACT_FILE, cfg.prompt.to_dict())  # read by eval
     common.finish_wandb()
 
     history = trainer.state.log_history
@@ -197,6 +217,8 @@ def run_phase(cfg: SFTStageConfig, index: int, init_from: Path, extra_callbacks=
         "model_dir": str(model_dir),
         "resumed_from": str(resume) if resume else None,
         "chat_template": built.template,
+        "prompt_contract": cfg.prompt.to_dict(),
+        "prompts": built.prompts,
         "train_records": built.train_records,
         "eval_records": built.eval_records,
         "skipped": {"counts": built.skipped.counts, "examples": built.skipped.examples},
@@ -222,7 +244,7 @@ def run_sft(cfg: SFTStageConfig, extra_callbacks=()) -> dict[str, Any]:
     import json
 
     out = Path(cfg.output_dir)
-    cfg.check_paths()
+    cfg.check_inputs()
     set_run_caches(out)
     if _is_main_rank():
         atomic_write_text(out / "resolved_config.yaml", dump_yaml(cfg))
@@ -256,8 +278,10 @@ def run_sft(cfg: SFTStageConfig, extra_callbacks=()) -> dict[str, Any]:
 
 @command("infi sft")
 def main(argv: list[str] | None = None) -> int:
+    quiet_logs()
     cfg, dry_run = parse_stage_config(SFTStageConfig, "infi sft", __doc__, argv)
     if dry_run:
+        cfg.check_inputs(dry_run=True).print_notes("sft")
         return 0
     result = run_sft(cfg)
     print(f"[sft] final model: {result['final_model']}")

@@ -2,11 +2,13 @@
 
 Layout of a checkpoint root (`<run_dir>/checkpoints`):
 
-    iter_0000100/                 dist_checkpointing shards + common.pt, and run.json (readable)
+    iter_0000100/                 dist_checkpointing shards + common.pt, run.json (readable) and
+                                  checksums.json (size and xxh3_64 of every other file)
     latest_checkpointed_iteration.txt
 
 A save writes `.iter_XXXXXXX.tmp/`, renames it into place, and only then rewrites `latest`: a
-crash at any point leaves `latest` naming a complete checkpoint. Model and optimizer states are
+crash at any point leaves `latest` naming a complete checkpoint. Every load checks the files against
+checksums.json first, so a damaged shard is named instead of loading (or exporting) wrong weights. Model and optimizer states are
 sharded tensors keyed by global parameter names, so a checkpoint loads under any TP/PP layout.
 """
 
@@ -27,12 +29,14 @@ import torch.distributed as dist
 from megatron_infi.config.core import to_dict
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.errors import DataError
-from megatron_infi.utils import atomic_write_json, atomic_write_text
+from megatron_infi.utils import atomic_write_json, atomic_write_text, check_across_ranks, xxh3_file
 
 log = logging.getLogger(__name__)
 
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 RUN_FILE = "run.json"
+CHECKSUMS_FILE = "checksums.json"
+CHECKSUM = "xxh3_64"
 FORMAT_VERSION = 1
 # Reshardable across TP/PP/DP; megatron-core's default for the distributed optimizer
 # ('fully_sharded_model_space') fails without TE/apex ("flattened_range is not supported").
@@ -223,8 +227,12 @@ def _save_atomically(
     dist_checkpointing.save(sd, str(tmp), sharded_strategy=strategy)
     _barrier()
     if is_main:
-        # run.json marks the checkpoint complete: written last inside tmp, then the dir is renamed.
+        # run.json marks the checkpoint complete (latest_iteration looks for it).
         atomic_write_json(tmp / RUN_FILE, run_info)
+    _barrier()
+    checksums = _checksums(tmp)
+    if is_main:
+        atomic_write_json(tmp / CHECKSUMS_FILE, {"algorithm": CHECKSUM, "files": checksums})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -232,6 +240,90 @@ def _save_atomically(
         _prune(root, keep_last, keep=iteration)
     _barrier()
     return final
+
+
+def _checksums(ckpt_dir: Path) -> dict[str, dict]:
+    """{relative path: {bytes, xxh3_64}} of every file; the ranks split the hashing of the files just
+    written (still in the page cache), and every rank returns the whole record."""
+    names = sorted(p.relative_to(ckpt_dir).as_posix() for p in ckpt_dir.rglob("*") if p.is_file())
+    names = [n for n in names if n != CHECKSUMS_FILE]
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    mine = {
+        name: {"bytes": (ckpt_dir / name).stat().st_size, CHECKSUM: xxh3_file(ckpt_dir / name)}
+        for name in names[rank::world]
+    }
+    if world == 1:
+        return mine
+    gathered: list[dict] = [{} for _ in range(world)]
+    dist.all_gather_object(gathered, mine)
+    return dict(sorted((name, entry) for part in gathered for name, entry in part.items()))
+
+
+def verify_checkpoint_files(ckpt_dir: str | Path) -> None:
+    """Every file checksums.json lists is there with its size and checksum (the ranks split the work;
+    all raise the first bad file). A checkpoint saved before checksums were recorded loads with a
+    warning after a cheaper check: no shard is shorter than the data torch DCP's .metadata places in it."""
+    ckpt_dir = Path(ckpt_dir)
+    record_path = ckpt_dir / CHECKSUMS_FILE
+    if not record_path.exists():
+        log.warning(
+            f"{ckpt_dir}: no {CHECKSUMS_FILE} (saved by an older version): file contents not verified"
+        )
+        check_across_ranks(
+            sorted(_dcp_extents(ckpt_dir).items()), _check_extent(ckpt_dir), (CheckpointError,)
+        )
+        return
+    try:
+        record = json.loads(record_path.read_text())
+        files, algorithm = record["files"], record["algorithm"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{record_path}: unreadable ({type(err).__name__}: {err})") from None
+    if algorithm != CHECKSUM:
+        raise CheckpointError(f"{record_path}: unknown checksum algorithm {algorithm!r}")
+
+    def check(item: tuple[str, dict]) -> None:
+        name, entry = item
+        path = ckpt_dir / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing ({CHECKSUMS_FILE} lists it)")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise CheckpointError(
+                f"{path}: {size} bytes, {CHECKSUMS_FILE} records {entry['bytes']} (truncated or overwritten)"
+            )
+        if xxh3_file(path) != entry[CHECKSUM]:
+            raise CheckpointError(
+                f"{path}: content differs from {CHECKSUMS_FILE} ({CHECKSUM} mismatch): it changed after the save"
+            )
+
+    check_across_ranks(sorted(files.items()), check, (CheckpointError,))
+
+
+def _dcp_extents(ckpt_dir: Path) -> dict[str, int]:
+    """{shard file: the end of the last byte range torch DCP's .metadata places in it}."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(ckpt_dir)).read_metadata()
+    except Exception as err:  # torch raises several types for a missing or damaged .metadata
+        raise CheckpointError(f"{ckpt_dir / '.metadata'}: unreadable ({type(err).__name__}: {err})") from None
+    extents: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        extents[info.relative_path] = max(extents.get(info.relative_path, 0), info.offset + info.length)
+    return extents
+
+
+def _check_extent(ckpt_dir: Path):
+    def check(item: tuple[str, int]) -> None:
+        path, end = ckpt_dir / item[0], item[1]
+        size = path.stat().st_size if path.is_file() else None
+        if size is None or size < end:
+            raise CheckpointError(
+                f"{path}: {'missing' if size is None else f'{size} bytes'}, the checkpoint's .metadata places "
+                f"data up to byte {end} (truncated)"
+            )
+
+    return check
 
 
 def save_checkpoint(
@@ -324,11 +416,15 @@ def load_checkpoint(
     *,
     load_optimizer: bool,
     load_train_state: bool,
+    verify_files: bool = True,
 ) -> TrainState:
-    """Load weights (always), optimizer + scheduler (when asked), RNG (when the layout matches)."""
+    """Load weights (always), optimizer + scheduler (when asked), RNG (when the layout matches).
+    `verify_files=False` only where the caller has just verified them (verify_checkpoint_files)."""
     from megatron.core import dist_checkpointing
 
     info = read_run_info(ckpt_dir)
+    if verify_files:
+        verify_checkpoint_files(ckpt_dir)
     shape, _ = _layout()
     saved = info.get("parallel", {})
     same_layout = (saved.get("pipeline"), saved.get("tensor"), saved.get("data")) == shape

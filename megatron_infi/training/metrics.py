@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class MetricsLogger:
 
             self.wandb = wandb.init(
                 project=cfg.logging.wandb_project,
+                mode=os.environ.get("WANDB_MODE", "offline"),  # no run reaches a server unless asked to
                 dir=str(Path(cfg.run_dir)),
                 config=to_dict(cfg),
                 name=cfg.logging.run_name or Path(cfg.run_dir).name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,6 +17,7 @@ import torch.distributed as dist
 from megatron_infi.config.core import dump_yaml
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.data import gpt_data
+from megatron_infi.locks import DirLock, LockHeldError
 from megatron_infi.models.gpt import build_model, resolve_dtype
 from megatron_infi.models.spec import check_supported
 from megatron_infi.training import checkpoint as ckpt
@@ -69,11 +71,55 @@ class Trainer:
     _stop_requested: bool = False
     _stop_agreed: bool = False
     _resumed_at: int | None = None
+    _run_lock: DirLock | None = None
+    _launcher_pid: int | None = None
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> Trainer:
         # First, so that a preemption signal during the (long) model and data setup is not lost.
         self._install_signal_handlers()
+        cfg = self.cfg
+        set_run_caches(cfg.run_dir)
+        check_supported(cfg.model, cfg.parallel)
+        # Resolved before config.yaml is written, so the run records the AdamW kernel it used.
+        cfg.optimizer.impl = resolve_adam_impl(cfg.optimizer.impl, device().type)
+        # Before the process group: megatron-core's own layout errors come after every rank has joined.
+        cfg.validate_world(int(os.environ.get("WORLD_SIZE", "1")))
+        self.world = init_model_parallel(
+            cfg.parallel.tensor, cfg.parallel.pipeline, cfg.parallel.virtual_pipeline, cfg.train.seed
+        )
+        cfg.validate_world(self.world.world_size)
+        self._lock_run_dir()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _lock_run_dir(self) -> None:
+        """Rank 0 locks run_dir for the life of the run; every rank learns the outcome, so none waits
+        in a collective for a rank that gave up."""
+        holder, held = None, False
+        if self.world.is_main:
+            try:
+                self._run_lock = DirLock(self.cfg.run_dir, "run_dir").acquire()
+            except LockHeldError as err:
+                holder, held = err.holder, True
+        if self.world.world_size > 1:
+            box = [(holder, held)]
+            dist.broadcast_object_list(box, src=0)
+            holder, held = box[0]
+        if held:
+            raise LockHeldError("run_dir", Path(self.cfg.run_dir), holder)
+
+    def close(self) -> None:
+        """Release run_dir (also when the process ends: the lock is an flock)."""
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
+
+    def _build(self) -> None:
         from megatron.core.distributed import (
             DistributedDataParallel,
             DistributedDataParallelConfig,
@@ -81,15 +127,8 @@ class Trainer:
         )
 
         cfg = self.cfg
-        set_run_caches(cfg.run_dir)
-        check_supported(cfg.model, cfg.parallel)
-        # Resolved before config.yaml is written, so the run records the AdamW kernel it used.
-        cfg.optimizer.impl = resolve_adam_impl(cfg.optimizer.impl, device().type)
-        self.world = init_model_parallel(
-            cfg.parallel.tensor, cfg.parallel.pipeline, cfg.parallel.virtual_pipeline, cfg.train.seed
-        )
-        cfg.validate_world(self.world.world_size)
         self.tokenizer = gpt_data.preflight_data(cfg)
+        gpt_data.verify_data(cfg, self.tokenizer.vocab_size)
         if self.world.is_main:
             Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
             atomic_write_text(Path(cfg.run_dir) / "config.yaml", dump_yaml(cfg))
@@ -125,7 +164,6 @@ class Trainer:
         self._tconfig = tconfig
         self._load_initial_state()
         apply_adam_impl(self.optimizer, cfg.optimizer.impl)
-        return self
 
     def _load_initial_state(self) -> None:
         cfg = self.cfg
@@ -163,6 +201,17 @@ class Trainer:
             # ValueError off the main thread (e.g. a test runner thread): no handler there.
             with contextlib.suppress(ValueError):
                 signal.signal(sig, request_stop)
+        # torchrun forwards SIGTERM / SIGINT to its ranks, but when it dies of a signal it does not
+        # handle (SIGUSR1, SIGKILL) the ranks would train on as orphans: they watch their launcher.
+        # Only under torchrun (TORCHELASTIC_RUN_ID): a plain process may outlive its shell (nohup).
+        self._launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
+
+    def _launcher_gone(self) -> bool:
+        if self._launcher_pid is None or os.getppid() == self._launcher_pid:
+            return False
+        if not self._stop_requested:
+            log.warning(f"rank {self.world.rank}: the launcher (pid {self._launcher_pid}) is gone: stopping")
+        return True
 
     # ---------------------------------------------------------------- steps
     def _iterators(self, dataset, consumed: int):
@@ -185,6 +234,7 @@ class Trainer:
         totals = torch.zeros(3, dtype=torch.float64, device=device())
         for item in losses:
             totals[:2] += item["lm loss"].to(totals)
+        self._stop_requested = self._stop_requested or self._launcher_gone()
         totals[2] = float(self._stop_requested)
         dist.all_reduce(totals)
         self._stop_agreed = bool(totals[2].item() > 0)
@@ -241,7 +291,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def run(self) -> list[float]:
-        """Train to `train.train_iters`; returns this process's per-step losses."""
+        """Train to `train.train_iters`; returns this process's per-step losses. Releases run_dir."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> list[float]:
         cfg, t = self.cfg, self.cfg.train
         train_ds, valid_ds = gpt_data.build_datasets(cfg, self.tokenizer, self.world.data)
         train_it = self._iterators(train_ds, self.state.consumed_train_samples)
@@ -256,7 +312,7 @@ class Trainer:
             total=t.train_iters,
             initial=self.state.iteration,
             desc=cfg.stage,
-            disable=not self.world.is_main,
+            disable=None if self.world.is_main else True,  # None: only on a terminal, not into a log
             dynamic_ncols=True,
             leave=False,
         )
@@ -276,7 +332,9 @@ class Trainer:
                     self.save()
                     saved_at = self.state.iteration
                 if self._stop_agreed:
-                    log.info(f"stop requested (signal): checkpointing at iteration {self.state.iteration}")
+                    log.info(
+                        f"stop requested (signal or launcher gone): checkpointing at iteration {self.state.iteration}"
+                    )
                     break
                 if t.exit_interval and self.state.iteration % t.exit_interval == 0:
                     log.info(f"exit_interval: stopping at iteration {self.state.iteration}")

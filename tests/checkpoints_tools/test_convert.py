@@ -13,6 +13,7 @@ import torch
 from megatron_infi.checkpoints_tools import from_hf, to_hf
 from megatron_infi.checkpoints_tools.verify import verify
 from megatron_infi.models.hf_mapping import ConversionError
+from megatron_infi.utils import xxh3_file
 from tests.checkpoints_tools.tiny_hf import (
     ARCHS,
     assert_bit_identical,
@@ -20,6 +21,17 @@ from tests.checkpoints_tools.tiny_hf import (
     read_safetensors,
     write_tiny_hf,
 )
+
+
+def _write_run_json_as_saved(iter_dir, run: dict) -> None:
+    """Replace run.json as if the save had written it: checksums.json agrees with the new one."""
+    (iter_dir / "run.json").write_text(json.dumps(run))
+    sums = json.loads((iter_dir / "checksums.json").read_text())
+    sums["files"]["run.json"] = {
+        "bytes": (iter_dir / "run.json").stat().st_size,
+        "xxh3_64": xxh3_file(iter_dir / "run.json"),
+    }
+    (iter_dir / "checksums.json").write_text(json.dumps(sums))
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +155,7 @@ def test_export_rejects_a_run_json_that_does_not_describe_the_tensors(tiny, tmp_
     iter_dir = from_hf.convert(tiny["llama"], tmp_path / "mcore")
     run = json.loads((iter_dir / "run.json").read_text())
     run["config"]["model"]["ffn_hidden_size"] = 192
-    (iter_dir / "run.json").write_text(json.dumps(run))
+    _write_run_json_as_saved(iter_dir, run)
     with pytest.raises(
         ConversionError, match=r"linear_fc1.weight has shape \(4, 320, 96\).*implies \(4, 384, 96\)"
     ):
@@ -158,10 +170,10 @@ def test_export_reads_run_json_with_the_former_qkv_bias_field(tiny, tmp_path):
     iter_dir = from_hf.convert(tiny["qwen2"], tmp_path / "mcore")
     run = json.loads((iter_dir / "run.json").read_text())
     run["config"]["model"]["qkv_bias"] = True
-    (iter_dir / "run.json").write_text(json.dumps(run))
+    _write_run_json_as_saved(iter_dir, run)
     assert assert_bit_identical(tiny["qwen2"], to_hf.export(tmp_path / "mcore", tmp_path / "hf")) > 0
     run["config"]["model"]["qkv_bias"] = False
-    (iter_dir / "run.json").write_text(json.dumps(run))
+    _write_run_json_as_saved(iter_dir, run)
     with pytest.raises(ConversionError, match=r"run.json: model.qkv_bias=False contradicts model.arch=qwen2"):
         to_hf.export(tmp_path / "mcore", tmp_path / "hf2")
 

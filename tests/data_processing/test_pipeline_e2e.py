@@ -15,6 +15,7 @@ import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_infi.data.tokenizer import load_tokenizer
+from megatron_infi.utils import xxh3_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +53,16 @@ def test_manifest_contract(small_run, llama3_tokenizer_dir):
     for domain, info in manifest["domains"].items():
         assert manifest["funnel"]["decontamination"][domain]["documents"] == info["documents"]
         assert (root / info["bin"]).is_file() and (root / info["idx"]).is_file()
+        # What the trainer's preflight compares (megatron_infi.data.indexed), recorded from the files.
+        tokens = IndexedDataset(str(root / info["prefix"]))
+        assert info["max_token_id"] == max(int(tokens[i].max()) for i in range(len(tokens))) < tok.vocab_size
+        assert info["bin_bytes"] == (root / info["bin"]).stat().st_size == info["tokens"] * 4
+        assert info["idx_bytes"] == (root / info["idx"]).stat().st_size
+        assert info["checksum"] == {
+            "algorithm": "xxh3_64",
+            "bin": xxh3_file(root / info["bin"]),
+            "idx": xxh3_file(root / info["idx"]),
+        }
     assert manifest["config"]["dedup"]["num_buckets"] == 14 and len(manifest["sources"]) == 6
     assert (root / "report.md").read_text().startswith("# Pretraining data run")
     assert (root / "funnel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.evaluation.benchmarks import load_benchmark
 from megatron_infi.evaluation.prompts import chat_messages
 from megatron_infi.evaluation.run import main
@@ -28,7 +29,7 @@ def replies_by_prompt():
     for spec in BENCHMARKS:
         problems, _ = load_benchmark(spec["name"], None, spec.get("options", {}))
         for p in problems[: spec["limit"]]:
-            prompt = chat_messages(p)[0]["content"]
+            prompt = chat_messages(p, PromptContract())[0]["content"]
             if p.kind == "math":
                 table[prompt] = (f"Step by step... $\\boxed{{{p.answers[0]}}}$", "So it is \\boxed{-987654}.")
             elif p.kind == "choice":
@@ -149,8 +150,9 @@ def test_bad_configs_fail_before_any_work(tmp_path, capsys):
     config = write_config(
         tmp_path / "a.yaml", tmp_path / "o", [{"name": "m", "path": str(tmp_path), "mode": "chat"}]
     )
-    assert main(["--config", str(config)]) == 2
-    assert "models[0].path" in capsys.readouterr().err
+    assert main(["--config", str(config)]) == 2  # checked before anything loads, not at config load:
+    assert "models[0].path" in capsys.readouterr().err  # a recipe's model may not exist at --dry-run
+    assert main(["--config", str(config), "--dry-run"]) == 2  # an existing dir that is no model is wrong
     config = write_config(
         tmp_path / "b.yaml",
         tmp_path / "o",

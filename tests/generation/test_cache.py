@@ -5,7 +5,13 @@ import json
 import pytest
 
 from megatron_infi.config.core import ConfigError, load_config
-from megatron_infi.generation import GenerationBackend, GenerationConfig, SamplingParams, select_backend
+from megatron_infi.generation import (
+    GenerationBackend,
+    GenerationConfig,
+    SamplingParams,
+    build_backend,
+    select_backend,
+)
 from megatron_infi.generation.cache import GenerationCache
 
 
@@ -130,8 +136,11 @@ def test_backend_selection_and_config_errors(tmp_path):
     (tmp_path / "cfg.yaml").write_text("backend: openai\nmodel: served\n")
     with pytest.raises(ConfigError, match="^base_url"):
         load_config(GenerationConfig, tmp_path / "cfg.yaml")
+    # the model dir is checked when a backend is built, not at config load (a recipe's later stage
+    # names a model an earlier stage will write)
+    cfg = load_config(GenerationConfig, None, ["backend=hf", f"model={tmp_path}"])
     with pytest.raises(ConfigError, match="^model: .*not an HF model dir"):
-        load_config(GenerationConfig, None, ["backend=hf", f"model={tmp_path}"])
+        build_backend(cfg)
     with pytest.raises(ConfigError, match="^backend: must be one of"):
         load_config(GenerationConfig, None, ["backend=tgi", "model=x"])
     with pytest.raises(ConfigError, match="^top_p"):

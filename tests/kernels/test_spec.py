@@ -63,7 +63,6 @@ def test_fusions_follow_the_backend(monkeypatch, kernels):
     accumulation; the local backends fuse those ops in kernels/ (TE is not installed here: its
     presence, a GPU and its fused RoPE are stood in for, the selection is what is tested)."""
     import megatron.core.models.common.embeddings.rope_utils as rope_utils
-
     from megatron.core.tensor_parallel import layers
 
     from megatron_infi.models import spec

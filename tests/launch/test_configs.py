@@ -95,7 +95,7 @@ def test_config_structure_matches_its_stage(name, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(config_core, "validate_tree", lambda obj, prefix="": None)
 
-    def parse_then_stop(cls, prog, doc, argv):
+    def parse_then_stop(cls, prog, doc, argv, **checks):
         raise _Parsed(real_parse(cls, prog, doc, argv)[0])
 
     monkeypatch.setattr(module, "parse_stage_config", parse_then_stop)

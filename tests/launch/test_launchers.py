@@ -18,7 +18,23 @@ RUN_SH = REPO / "launch" / "torchrun" / "run.sh"
 SHELL_FILES = sorted(
     [*REPO.glob("launch/slurm/*.sbatch"), *REPO.glob("launch/slurm/*.sh"), *REPO.glob("launch/torchrun/*.sh")]
 )
-DEMO_PRETRAIN = ["--config", "launch/configs/demo/pretrain.yaml", "data.tokenizer=tok", "data.dir=data"]
+DEMO_DOMAINS = ("web", "encyclopedia", "math", "code")
+
+
+@pytest.fixture(scope="module")
+def demo_pretrain(tmp_path_factory) -> list[str]:
+    """Arguments of the demo pretraining; its inputs exist (empty files: the dry run checks paths only)."""
+    root = tmp_path_factory.mktemp("demo_inputs")
+    (root / "tok").mkdir()
+    (root / "tok" / "tokenizer.json").write_text("{}")
+    (root / "data").mkdir()
+    for domain in DEMO_DOMAINS:
+        for ext in (".bin", ".idx"):
+            (root / "data" / f"{domain}{ext}").touch()
+    config = ["--config", "launch/configs/demo/pretrain.yaml"]
+    return [*config, f"data.tokenizer={root / 'tok'}", f"data.dir={root / 'data'}"]
+
+
 STAGE_SBATCH = ["pretrain", "anneal", "convert", "sft", "dpo_pairs", "dpo", "eval", "data_pretrain"]
 
 
@@ -67,7 +83,7 @@ def test_sbatch_header_contract(path):
         assert "#SBATCH --signal=B:USR1@180" in text and "#SBATCH --requeue" in text
 
 
-def test_run_sh_reads_slurm_variables(fake_cluster):
+def test_run_sh_reads_slurm_variables(fake_cluster, demo_pretrain):
     env, fake = fake_cluster
     env.update(
         SLURM_JOB_ID="123456",
@@ -78,7 +94,7 @@ def test_run_sh_reads_slurm_variables(fake_cluster):
         SLURM_CPUS_ON_NODE="64",
         SLURM_JOB_NAME="infi-pretrain",
     )
-    result = run(["bash", str(RUN_SH), "megatron_infi.train", *DEMO_PRETRAIN, "train.train_iters=5"], env)
+    result = run(["bash", str(RUN_SH), "megatron_infi.train", *demo_pretrain, "train.train_iters=5"], env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert torchrun_args(fake) == [
         "--nnodes=4",
@@ -88,7 +104,7 @@ def test_run_sh_reads_slurm_variables(fake_cluster):
         "--master-port=23456",  # 20000 + job id % 20000
         "-m",
         "megatron_infi.train",
-        *DEMO_PRETRAIN,
+        *demo_pretrain,
         "train.train_iters=5",
     ]
     child_env = dict(
@@ -101,7 +117,7 @@ def test_run_sh_reads_slurm_variables(fake_cluster):
     assert "exit code 0" in log.read_text()
 
 
-def test_run_sh_environment_wins_over_slurm(fake_cluster):
+def test_run_sh_environment_wins_over_slurm(fake_cluster, demo_pretrain):
     env, fake = fake_cluster
     env.update(
         SLURM_JOB_ID="99",
@@ -117,7 +133,7 @@ def test_run_sh_environment_wins_over_slurm(fake_cluster):
         OMP_NUM_THREADS="3",
         NCCL_DEBUG="INFO",
     )
-    result = run(["bash", str(RUN_SH), "megatron_infi.train", *DEMO_PRETRAIN], env)
+    result = run(["bash", str(RUN_SH), "megatron_infi.train", *demo_pretrain], env)
     assert result.returncode == 0, result.stderr
     assert torchrun_args(fake)[:5] == [
         "--nnodes=2",
@@ -131,9 +147,9 @@ def test_run_sh_environment_wins_over_slurm(fake_cluster):
     assert not (fake / "scontrol.log").exists()  # MASTER_ADDR given: no host lookup
 
 
-def test_run_sh_single_node_fallback(fake_cluster, tmp_path):
+def test_run_sh_single_node_fallback(fake_cluster, tmp_path, demo_pretrain):
     env, fake = fake_cluster
-    result = run(["bash", str(RUN_SH), "megatron_infi.train", *DEMO_PRETRAIN], env)
+    result = run(["bash", str(RUN_SH), "megatron_infi.train", *demo_pretrain], env)
     assert result.returncode == 0, result.stderr
     assert torchrun_args(fake)[:5] == [
         "--nnodes=1",
@@ -146,7 +162,7 @@ def test_run_sh_single_node_fallback(fake_cluster, tmp_path):
     smi = Path(fake / "bin" / "nvidia-smi")
     smi.write_text("#!/bin/bash\nprintf 'GPU 0: H100 (UUID: a)\\nGPU 1: H100 (UUID: b)\\n'\n")
     smi.chmod(0o755)
-    assert run(["bash", str(RUN_SH), "megatron_infi.train", *DEMO_PRETRAIN], env).returncode == 0
+    assert run(["bash", str(RUN_SH), "megatron_infi.train", *demo_pretrain], env).returncode == 0
     assert "--nproc-per-node=2" in torchrun_args(fake)
 
 
@@ -167,11 +183,20 @@ def test_run_sh_converters(fake_cluster):
     assert torchrun_args(fake)[:3] == ["--nnodes=1", "--node-rank=0", "--nproc-per-node=4"]
 
 
-def test_run_sh_bad_config_stops_before_torchrun(fake_cluster):
+def test_run_sh_bad_config_stops_before_torchrun(fake_cluster, demo_pretrain):
     env, fake = fake_cluster
-    result = run(["bash", str(RUN_SH), "megatron_infi.train", *DEMO_PRETRAIN, "parallel.tensor=3"], env)
+    result = run(["bash", str(RUN_SH), "megatron_infi.train", *demo_pretrain, "parallel.tensor=3"], env)
     assert result.returncode == 2
     assert "parallel.tensor" in result.stderr
+    assert not (fake / "torchrun.args").exists()
+
+
+def test_run_sh_missing_input_stops_before_torchrun(fake_cluster, demo_pretrain, tmp_path):
+    env, fake = fake_cluster
+    missing = f"data.dir={tmp_path / 'not_built_yet'}"
+    result = run(["bash", str(RUN_SH), "megatron_infi.train", *demo_pretrain, missing], env)
+    assert result.returncode == 2
+    assert f"config error: data.dir: directory not found: {tmp_path / 'not_built_yet'}" in result.stderr
     assert not (fake / "torchrun.args").exists()
 
 
@@ -211,12 +236,12 @@ def _slurm_job_env(env: dict, job_id: str) -> dict:
     }
 
 
-def test_pretrain_sbatch_forwards_usr1_then_requeues(fake_cluster):
+def test_pretrain_sbatch_forwards_usr1_then_requeues(fake_cluster, demo_pretrain):
     """SLURM's B:USR1 reaches the batch shell -> srun -> run.sh -> the rank, which checkpoints and exits
     0; only then does the job requeue itself."""
     env, fake = fake_cluster
     env = _slurm_job_env(env, "4242")
-    proc = _start_sbatch("pretrain", DEMO_PRETRAIN[1:], env)
+    proc = _start_sbatch("pretrain", demo_pretrain[1:], env)
     _wait_for(fake / "worker.ready", proc)
     assert not (fake / "scontrol.log").exists() or "requeue" not in (fake / "scontrol.log").read_text()
     proc.send_signal(signal.SIGUSR1)
@@ -232,12 +257,12 @@ def test_pretrain_sbatch_forwards_usr1_then_requeues(fake_cluster):
     )
 
 
-def test_sbatch_does_not_requeue_a_failed_step(fake_cluster):
+def test_sbatch_does_not_requeue_a_failed_step(fake_cluster, demo_pretrain):
     """A step that fails after the signal is not requeued: a crash loop would burn the allocation."""
     env, fake = fake_cluster
     env = _slurm_job_env(env, "4243")
     env["STUB_SIGNAL_RC"] = "1"
-    proc = _start_sbatch("pretrain", DEMO_PRETRAIN[1:], env)
+    proc = _start_sbatch("pretrain", demo_pretrain[1:], env)
     _wait_for(fake / "worker.ready", proc)
     proc.send_signal(signal.SIGUSR1)
     out, _ = proc.communicate(timeout=60)

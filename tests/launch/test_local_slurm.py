@@ -120,7 +120,7 @@ def test_pretrain_sbatch_preempt_requeue_resume(cluster, boolq_corpus, tmp_path)
     assert job["Restarts"] == "1", out
     assert job["ExitCode"] == "0:0", out
     assert f"requeued job {job_id}" in out
-    assert "stop requested (signal): checkpointing at iteration" in out
+    assert "stop requested (signal or launcher gone): checkpointing at iteration" in out
     stopped_at = int(out.split("checkpointing at iteration ")[1].split()[0])
     assert 2 <= stopped_at < TRAIN_ITERS
     assert f"at iteration {stopped_at}" in out.split("resumed from")[1].splitlines()[0]

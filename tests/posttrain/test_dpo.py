@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from megatron_infi.config.core import load_config
+from megatron_infi.config.prompt import CONTRACT_FILE, PromptContract
 from megatron_infi.demo import reference_data
 from megatron_infi.posttrain.dpo import DPOStageConfig, run_dpo
 
@@ -70,6 +71,8 @@ def test_export_is_a_loadable_hf_dir(dpo_run, tiny_model_dir):
     assert summary["global_steps"] == 4 and summary["reference"] == str(tiny_model_dir)
     assert json.loads((out / "summary.json").read_text())["held_out_after"] == summary["held_out_after"]
     assert (out / "dpo.png").stat().st_size > 0
+    assert json.loads((Path(summary["model_dir"]) / CONTRACT_FILE).read_text()) == PromptContract().to_dict()
+    assert summary["prompts"] == {"rendered": 16, "same_contract": 0, "other_contract": 0}
     assert (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file()
 
 

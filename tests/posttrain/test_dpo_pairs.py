@@ -16,6 +16,7 @@ import pytest
 
 from megatron_infi import assets
 from megatron_infi.config.core import ConfigError, load_config
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.demo import reference_data
 from megatron_infi.posttrain.data import read_preference_records
 from megatron_infi.posttrain.dpo_pairs import DPOPairsConfig, extract_program, read_problems, run_dpo_pairs
@@ -174,7 +175,7 @@ def test_problem_reader_skips_and_counts(tmp_path):
     ]
     path = reference_data.write_jsonl(tmp_path / "p.jsonl", rows)
     skipped = SkipCounter()
-    assert [p.id for p in read_problems([path], skipped)] == ["a"]
+    assert [p.id for p in read_problems([path], skipped, PromptContract())] == ["a"]
     assert skipped.counts == {
         "duplicate-id": 1, "duplicate-prompt": 1, "unknown-domain": 1, "math-without-answer": 1,
         "code-without-tests": 1, "missing-id": 1, "prompt-does-not-end-with-user": 1,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from megatron_infi.config.core import load_config
+from megatron_infi.config.prompt import CONTRACT_FILE
 from megatron_infi.posttrain import common
 from megatron_infi.posttrain.sft import SFTStageConfig, build_phase_trainer, run_sft
 
@@ -88,6 +89,9 @@ def test_export_and_run_artifacts(two_phase_run):
     eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
     assert eot in GenerationConfig.from_pretrained(final).eos_token_id  # generation stops at end of turn
     assert json.loads((out / "sft_summary.json").read_text())["final_model"] == str(final)
+    # the prompt contract the model was trained under, which eval compares with its own
+    assert json.loads((final / CONTRACT_FILE).read_text()) == cfg.prompt.to_dict()
+    assert [p["prompts"]["rendered"] for p in result["phases"]] == [24, 24]  # raw records: rendered by sft
     assert (out / "loss.png").stat().st_size > 0
     assert list((out / "foundational" / "tensorboard").glob("events.out.tfevents.*"))
     assert len(list((out / "cache" / "wandb").rglob("offline-run-*/run-*.wandb"))) == 2  # one run per phase

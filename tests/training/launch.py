@@ -46,6 +46,17 @@ def base_config(run_dir: Path, tokenizer: Path, prefix: Path, **sections) -> dic
 
 def run_train(cfg: dict, nproc: int = 1, overrides: list[str] = (), timeout: int = 600, check: bool = True):
     """Launch `torchrun -m megatron_infi.train`; returns the CompletedProcess."""
+    cmd, env = train_command(cfg, nproc, overrides)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def train_command(cfg: dict, nproc: int = 1, overrides: list[str] = ()) -> tuple[list[str], dict]:
+    """(command, environment) of a `torchrun -m megatron_infi.train` launch; writes the config."""
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "input.yaml"
@@ -68,12 +79,7 @@ def run_train(cfg: dict, nproc: int = 1, overrides: list[str] = (), timeout: int
         "PYTHONPATH": str(REPO),
         "PYTHONWARNINGS": "ignore",
     }
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
+    return cmd, env
 
 
 def losses(run_dir: Path) -> dict[int, float]:

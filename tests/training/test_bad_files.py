@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron_infi.data.gpt_data import DataError, check_indexed_dataset
+from megatron_infi.data.indexed import DataError, check_indexed_dataset
 from megatron_infi.training import checkpoint as ckpt
 
 
@@ -16,8 +16,8 @@ def _copy_corpus(prefix, dst):
 
 
 def test_intact_dataset_passes(boolq_corpus, tmp_path):
-    sequences, tokens = check_indexed_dataset(boolq_corpus[1])
-    assert sequences == 400 and tokens > 10_000
+    summary = check_indexed_dataset(boolq_corpus[1])
+    assert summary.sequences == 400 and summary.tokens > 10_000
 
 
 @pytest.mark.parametrize("ext,cut", [(".bin", 100), (".idx", 20), (".idx", 3)])

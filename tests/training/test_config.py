@@ -1,6 +1,7 @@
 """Config mistakes fail before anything is allocated, naming the field; --dry-run prints the
 resolved config."""
 
+import os
 import subprocess
 import sys
 
@@ -55,6 +56,21 @@ def test_head_dim_follows_the_heads_unless_the_architecture_fixes_it():
         (["schedule.style=triangle"], "schedule.style", "one of"),
         (["stage=anneal"], "checkpoint.load", "anneal"),
         (["model.preset=gpt5"], "model.preset", "unknown preset"),
+        (["logging.log_interval=0"], "logging.log_interval", ">= 1"),
+        (["train.eval_interval=-1"], "train.eval_interval", ">= 0"),
+        (["train.global_batch_size=0"], "train.global_batch_size", ">= 1"),
+        (["train.eval_interval=5", "train.eval_iters=0"], "train.eval_iters", ">= 1"),
+        (["schedule.decay_iters=0"], "schedule.decay_iters", ">= 1"),
+        (["optimizer.adam_beta2=1.0"], "optimizer.adam_beta2", "[0, 1)"),
+        (["data.num_workers=-1"], "data.num_workers", ">= 0"),
+        (["data.verify=maybe"], "data.verify", "one of"),
+        # NaN passes every comparison a validate() makes; the coercion refuses non-finite floats.
+        (["optimizer.lr=.nan"], "optimizer.lr", "finite"),
+        (["optimizer.lr=nan"], "optimizer.lr", "finite"),
+        (["optimizer.min_lr=.inf"], "optimizer.min_lr", "finite"),
+        (["optimizer.clip_grad=1e999"], "optimizer.clip_grad", "finite"),
+        (["data.blend=[{prefix: x, weight: .nan}]"], "data.blend[0].weight", "finite"),
+        (["logging.peak_flops=-.inf"], "logging.peak_flops", "finite"),
         (
             ["model.arch=mamba"],
             "model.arch",
@@ -135,22 +151,78 @@ def test_tokenizer_larger_than_model_fails_before_model(monkeypatch, tmp_path, b
     assert err.field == "data.tokenizer" and "128256" in str(err)
 
 
-def test_cli_dry_run_and_error_exit(tmp_path):
+def _train_cli(tmp_path, boolq_corpus, args, env=None):
+    tokenizer, prefix = boolq_corpus
     config = tmp_path / "c.yaml"
     config.write_text(
-        yaml.safe_dump({"model": {"preset": "tiny"}, "data": {"tokenizer": "t", "blend": [{"prefix": "p"}]}})
+        yaml.safe_dump(
+            {
+                "run_dir": str(tmp_path / "run"),
+                "model": {"preset": "tiny"},
+                "data": {"tokenizer": str(tokenizer), "blend": [{"prefix": str(prefix)}]},
+            }
+        )
     )
-    cmd = [sys.executable, "-m", "megatron_infi.train", "--config", str(config)]
-    ok = subprocess.run([*cmd, "--dry-run", "parallel.tensor=2"], cwd=REPO, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "megatron_infi.train", "--config", str(config), *args]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")} | (env or {})
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_dry_run_and_error_exit(tmp_path, boolq_corpus):
+    ok = _train_cli(tmp_path, boolq_corpus, ["--dry-run", "parallel.tensor=2"])
     assert ok.returncode == 0, ok.stderr
     resolved = yaml.safe_load(ok.stdout)
     assert resolved["parallel"]["tensor"] == 2 and resolved["model"]["hidden_size"] == 128
-    bad = subprocess.run([*cmd, "parallel.pipeline=3"], cwd=REPO, capture_output=True, text=True)
+    bad = _train_cli(tmp_path, boolq_corpus, ["parallel.pipeline=3"])
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == [
-        "infi train: config error: parallel.pipeline: pipeline=3 x virtual_pipeline=1 does not divide "
-        "model.num_layers=4"
-    ]
+    assert bad.stderr.strip().splitlines()[-1].startswith("infi train: config error: parallel.pipeline:")
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("data.tokenizer={tmp}/no_tokenizer", "data.tokenizer"),
+        ("data.blend=[{{prefix: {tmp}/missing}}]", "data.blend[0].prefix"),
+        ("data.dir={tmp}/no_dir", "data.dir"),
+        ("data.blend=[{{domain: web}}]", "data.blend[0].domain"),
+        ("checkpoint.load={tmp}/no_ckpt", "checkpoint.load"),
+    ],
+)
+def test_dry_run_checks_input_paths(tmp_path, boolq_corpus, override, field):
+    """launch/torchrun/run.sh uses --dry-run as its preflight: a missing input must fail it."""
+    extra = [f"data.dir={tmp_path}"] if "domain" in override else []
+    bad = _train_cli(tmp_path, boolq_corpus, ["--dry-run", override.format(tmp=tmp_path), *extra])
+    assert bad.returncode == 2, bad.stdout
+    assert bad.stderr.strip().splitlines()[-1].startswith(f"infi train: config error: {field}:"), bad.stderr
+    assert bad.stdout == ""  # nothing printed as if the config were fine
+
+
+def test_layout_refused_from_world_size_before_process_group(tmp_path, boolq_corpus, monkeypatch):
+    """parallel.tensor=4 on 2 ranks: refused from WORLD_SIZE (set by torchrun and by run.sh's dry run)
+    before any rank joins a process group; before, megatron-core raised after init_process_group."""
+    env = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for args in (["--dry-run", "parallel.tensor=4"], ["parallel.tensor=4"]):
+        bad = _train_cli(tmp_path, boolq_corpus, args, env)
+        assert bad.returncode == 2, bad.stderr
+        assert (
+            "infi train: config error: parallel: world size 2 is not a multiple of tensor x pipeline = 4"
+            in bad.stderr
+        )
+    from megatron_infi.training import trainer as trainer_mod
+
+    def no_group(*args, **kwargs):
+        raise AssertionError("the process group was initialised before the layout check")
+
+    monkeypatch.setattr(trainer_mod, "init_model_parallel", no_group)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    tokenizer, prefix = boolq_corpus
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [f"data.tokenizer={tokenizer}", f"data.blend=[{{prefix: {prefix}}}]", "parallel.tensor=4"],
+    )
+    with pytest.raises(ConfigError, match="world size 2"):
+        trainer_mod.Trainer(cfg).setup()
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,11 @@ def test_outputs_follow_the_contract(run, small_inputs):
         for key in ("id", "source", "task", "domain", "cluster", "response_tokens", "phase", "selected_by"):
             assert key in meta, key
         assert meta.get("language") != "de"
+        # the prompt is written under the prompt contract, which the record names
+        assert meta["prompt_contract"] == cfg.prompt.to_dict() == stats["prompt_contract"]
+        last_user = [m["content"] for m in record["messages"] if m["role"] == "user"][-1]
+        assert last_user.endswith(cfg.prompt.instruction(meta["task"]))
+    assert any(r["meta"]["task"] == "math" for r in phase1 + phase2)
     split = stats["curriculum"]["split_tokens"]
     assert (
         max(r["meta"]["response_tokens"] for r in phase1)

@@ -183,6 +183,7 @@ def test_synthesize_end_to_end_with_a_tiny_local_model(tmp_path, llama3_tokenize
             meta
         )
         assert meta["domain"] in cfg.domains
+        assert meta["prompt_contract"] == cfg.prompt.to_dict() == stats["prompt_contract"]
     assert "synthesis report" in report.read_text()
     assert (
         synthesize.run_stages(
