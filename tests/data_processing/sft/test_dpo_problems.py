@@ -8,11 +8,13 @@ import pytest
 
 from megatron_infi import cli
 from megatron_infi.config.core import from_dict, validate_tree
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.data_processing.sft.config import DPOProblemsConfig
 from megatron_infi.data_processing.sft.curriculum import write_records
 from megatron_infi.data_processing.sft.dpo_problems import build_problems
 from megatron_infi.posttrain.dpo_pairs import DPOPairsConfig, read_problems, run_dpo_pairs
 from megatron_infi.utils import SkipCounter
+from tests.generation.tiny_model import build_tiny_llama
 
 pytest.importorskip("megatron_infi.scoring.code")
 
@@ -109,7 +111,7 @@ def test_verifiable_clean_hardest_problems_in_the_dpo_pairs_format(sft_data):
     tmp_path, bench = sft_data
     report = build_problems(_config(tmp_path, bench))
     skipped = SkipCounter()
-    problems = read_problems([tmp_path / "problems" / "problems.jsonl"], skipped)
+    problems = read_problems([tmp_path / "problems" / "problems.jsonl"], skipped, PromptContract())
     assert skipped.total == 0  # dpo-pairs reads every record the builder writes
     # hardest first among the verified: math-2 (900), code-1 (800), math-1 (300), math-5 (100)
     assert [p.id for p in problems] == ["math-2", "code-1", "math-1", "math-5"]
@@ -130,17 +132,18 @@ def test_verifiable_clean_hardest_problems_in_the_dpo_pairs_format(sft_data):
     assert (tmp_path / "problems" / "report.md").read_text().startswith("# DPO problem set")
 
 
-def test_problems_become_pairs_with_the_sft_models_wrong_answers(sft_data):
+def test_problems_become_pairs_with_the_sft_models_wrong_answers(sft_data, llama3_tokenizer_dir):
     tmp_path, bench = sft_data
+    model = build_tiny_llama(tmp_path / "sft_model", llama3_tokenizer_dir)  # samples are scripted below
     build_problems(_config(tmp_path, bench))
     path = tmp_path / "problems" / "problems.jsonl"
-    problems = read_problems([path], SkipCounter())
+    problems = read_problems([path], SkipCounter(), PromptContract())
     cfg = from_dict(
         DPOPairsConfig,
         {
             "problems": [str(path)],
             "output_dir": str(tmp_path / "pairs"),
-            "generation": {"model": "scripted", "backend": "hf"},
+            "generation": {"model": str(model), "backend": "hf"},
             "sampling": {"n": 2, "temperature": 1.0},
         },
     )
