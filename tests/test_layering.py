@@ -36,6 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "megatron_infi.locks": CORE,
     "megatron_infi.plots": CORE,
     "megatron_infi.cli": {"megatron_infi.logs"},  # dispatches by module name, imports no stage
+    "megatron_infi.recipes": CORE | {"megatron_infi.cli", "megatron_infi.logs"},  # runs stages as processes
     "megatron_infi.kernels": CORE,
     "megatron_infi.models": CORE | {"megatron_infi.kernels"},
     "megatron_infi.data": CORE,

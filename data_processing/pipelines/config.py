@@ -49,7 +49,10 @@ class SourceConfig:
     `{lang: language, path: path}`; `language`, `path`, `url` and `title` are copied as they are
     without being listed. `language` states the programming language of every document of a code
     source (it wins over record fields and detection). A source whose every document is dropped fails
-    the run unless `allow_empty` is true.
+    the run unless `allow_empty` is true. `render: chat` reads SFT conversations (`{"messages",
+    "meta"}`, JSONL or parquet, as `infi data sft-synthesize` / `sft-select` write them) and makes each
+    one document, "Question: <user turn>\nAnswer: <assistant turn>" (the few-shot evaluation's shape;
+    system turns left out): InfiR's synthetic annealing data.
     """
 
     name: str = ""
@@ -62,6 +65,7 @@ class SourceConfig:
     metadata_fields: dict[str, str] = field(default_factory=dict)
     language: str | None = None
     allow_empty: bool = False
+    render: Literal["text", "chat"] = "text"
 
     def validate(self) -> None:
         if not self.name or not self.name.replace("-", "_").replace(".", "_").isidentifier():
@@ -77,6 +81,8 @@ class SourceConfig:
             raise ConfigError("path", f"an HF dataset saved to disk is a directory: {self.path}")
         if self.format != "hf_disk" and path.is_dir() and not self.files():
             raise ConfigError("path", f"no file under {self.path} matches glob {self.glob or '*'!r}")
+        if self.render == "chat" and self.format == "hf_disk":
+            raise ConfigError("render", "chat reads JSONL or parquet record files, not an HF dataset dir")
         if self.language is not None and self.domain != "code":
             raise ConfigError("language", f"applies to code sources only (domain is {self.domain!r})")
         reserved = sorted(set(self.metadata_fields.values()) & RESERVED_METADATA)

@@ -97,6 +97,7 @@ def _reader(source, layout: RunLayout, ingest):
         max_chars=ingest.max_chars,
         metadata_fields={**{name: name for name in METADATA_FIELDS}, **source.metadata_fields},
         language=source.language,
+        render=source.render,
     )
     path = Path(source.path)
     if source.format == "hf_disk":

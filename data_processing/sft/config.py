@@ -105,16 +105,12 @@ class DiversityConfig:
 
 @dataclass
 class DifficultyConfig:
-    tokenizer: str | None = None  # HF tokenizer dir; default: Llama-3 built into the output dir
-    mode: Literal["quantile", "quota", "off"] = "quantile"
-    keep_fraction: float = 0.5  # quantile: keep this fraction (longest) of each cluster
-    per_cluster: int = 16  # quota: keep the N longest of each cluster
+    """Difficulty by response length (InfiAlign step 3): which records fill each domain / cluster quota."""
 
-    def validate(self) -> None:
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ConfigError("keep_fraction", f"must be in (0, 1], got {self.keep_fraction}")
-        if self.per_cluster < 1:
-            raise ConfigError("per_cluster", f"must be >= 1, got {self.per_cluster}")
+    tokenizer: str | None = None  # HF tokenizer dir; default: Llama-3 built into the output dir
+    # longest: the longest responses of the group (equal lengths in seeded random order);
+    # random: a uniform draw (an ablation of the difficulty rule)
+    mode: Literal["longest", "random"] = "longest"
 
 
 @dataclass
@@ -297,3 +293,46 @@ class SynthesizeConfig:
         if not self.output_dir:
             raise ConfigError("output_dir", "is required")
         validate_llm(self.llm, ["sft-synthesize (the teacher)"])
+
+
+@dataclass
+class DPOProblemsConfig:
+    """InfiAlign's DPO problem set (`infi data dpo-problems`): verifiable problems from SFT data,
+    decontaminated, the hardest first, as many as `target_pairs` pairs need."""
+
+    inputs: list[str] = field(
+        default_factory=list
+    )  # SFT record files (JSONL / Parquet): selection, synthesis
+    output_dir: str = ""
+    target_pairs: int = 10000  # InfiAlign: ~10K DPO pairs
+    # share of problems expected to give a pair: the SFT model gets them wrong in at least one sample
+    # (challenge selection in `infi dpo-pairs`). problems = ceil(target_pairs / expected_pair_rate)
+    expected_pair_rate: float = 0.25
+    tasks: list[Literal["math", "code"]] = field(default_factory=lambda: ["math", "code"])
+    seed: int = 0  # orders problems of equal difficulty
+    timeout_s: float = 10.0  # CPU seconds per program when a code solution is checked
+    memory_mb: int = 1024
+    unsafe_no_sandbox: bool = False  # run code without the bwrap sandbox (only where it cannot run)
+    workers: int = 4
+    encoder: str | None = None  # sentence-transformers dir for embedding decontamination (default MiniLM)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs", "list at least one SFT record file")
+        if not self.output_dir:
+            raise ConfigError("output_dir", "is required")
+        if self.target_pairs < 1:
+            raise ConfigError("target_pairs", f"must be >= 1, got {self.target_pairs}")
+        if not 0.0 < self.expected_pair_rate <= 1.0:
+            raise ConfigError("expected_pair_rate", f"must be in (0, 1], got {self.expected_pair_rate}")
+        if not self.tasks:
+            raise ConfigError("tasks", "list math and / or code")
+        if self.workers < 1:
+            raise ConfigError("workers", "must be >= 1")
+
+    @property
+    def problem_count(self) -> int:
+        import math
+
+        return math.ceil(self.target_pairs / self.expected_pair_rate)

@@ -21,7 +21,7 @@ from megatron_infi.data_processing.sft.config import CurriculumConfig
 from megatron_infi.data_processing.sft.records import under_contract
 from megatron_infi.data_processing.sft.report import write_report
 from megatron_infi.data_processing.sft.steps import iter_shards
-from megatron_infi.utils import atomic_write_bytes, atomic_write_json
+from megatron_infi.utils import atomic_write_bytes, atomic_write_json, write_jsonl
 
 
 def split_phases(records: list[dict[str, Any]], cfg: CurriculumConfig) -> tuple[list[dict], list[dict], int]:
@@ -41,6 +41,8 @@ def split_phases(records: list[dict[str, Any]], cfg: CurriculumConfig) -> tuple[
 
 
 def write_records(path: Path, records: list[dict[str, Any]], fmt: str) -> None:
+    """SFT records as JSONL or Parquet (meta as JSON text: its keys differ by source); every reader of
+    SFT data takes both (megatron_infi.utils.iter_rows)."""
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -59,9 +61,7 @@ def write_records(path: Path, records: list[dict[str, Any]], fmt: str) -> None:
         pq.write_table(table, buffer)
         atomic_write_bytes(path, buffer.getvalue())
         return
-    atomic_write_bytes(
-        path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    )
+    write_jsonl(path, records)
 
 
 def merge_shard_stats(directory: Path) -> dict[str, Any]:

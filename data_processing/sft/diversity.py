@@ -1,12 +1,13 @@
 """Diversity (InfiAlign step 2) and difficulty (step 3) over the whole prepared pool.
 
 - domain-balanced pass: equal quotas per domain label (a domain smaller than its share gives its
-  leftover to the others: water-filling), random within a domain;
-- semantic pass: K-means over sentence embeddings of the prompts, equal quotas per cluster, random
-  within a cluster;
-- both merged, then near-duplicates removed by n-gram overlap (n = 20) of the prompts, keeping the
-  longest response of each group;
-- difficulty: response length in tokens, the longest of each cluster kept (a fraction or a quota).
+  leftover to the others: water-filling);
+- semantic pass: K-means over sentence embeddings of the prompts, equal quotas per cluster, filled
+  from the records the domain pass did not take (so the two budgets add up);
+- difficulty decides which members fill a quota: the longest responses (in tokens) of the domain or
+  cluster, equal lengths in random order (`difficulty.mode: random` samples uniformly instead);
+- both passes merged, then near-duplicates removed by n-gram overlap (n = 20) of the prompts, keeping
+  the longest response of each group.
 Domain labels come from the inputs (`meta`), an LLM through the generation backend (labelling.py),
 or a logistic-regression classifier on the embeddings trained on the records that have labels.
 """
@@ -50,17 +51,34 @@ def balanced_quotas(sizes: dict[Hashable, int], budget: int) -> dict[Hashable, i
 
 
 def sample_by_groups(
-    groups: Sequence[Hashable], budget: int, rng: np.random.Generator
+    groups: Sequence[Hashable],
+    budget: int,
+    rng: np.random.Generator,
+    lengths: Sequence[int] | None = None,
+    taken: set[int] = frozenset(),
 ) -> tuple[list[int], dict]:
-    """Indices chosen uniformly at random within each group, with balanced quotas per group."""
+    """Indices chosen within each group, with balanced quotas per group; `taken` indices (chosen by
+    an earlier pass) are not candidates.
+
+    With `lengths`, a group fills its quota with its longest members (difficulty by response length);
+    `rng` only orders members of equal length. Without, members are drawn uniformly at random.
+    """
     members: dict[Hashable, list[int]] = defaultdict(list)
     for index, group in enumerate(groups):
-        members[group].append(index)
+        if index not in taken:
+            members[group].append(index)
     quotas = balanced_quotas({g: len(m) for g, m in members.items()}, budget)
     chosen: list[int] = []
     for group in sorted(members, key=str):
-        picked = rng.choice(members[group], size=quotas[group], replace=False) if quotas[group] else []
-        chosen.extend(int(i) for i in picked)
+        if not quotas[group]:
+            continue
+        indices = np.array(members[group])
+        shuffled = rng.permutation(len(indices))
+        if lengths is None:
+            order = shuffled
+        else:  # lexsort: the last key is the primary one (longest first), the shuffle breaks ties
+            order = np.lexsort((shuffled, -np.asarray(lengths)[indices]))
+        chosen.extend(int(i) for i in indices[order[: quotas[group]]])
     return sorted(chosen), quotas
 
 
@@ -114,26 +132,6 @@ def near_duplicates(texts: Sequence[str], order: Sequence[int], n: int = 20) -> 
         for h in hashes:
             seen.setdefault(h, index)
     return dropped
-
-
-def keep_longest_per_cluster(
-    clusters: Sequence[int], lengths: Sequence[int], mode: str, keep_fraction: float, per_cluster: int
-) -> list[int]:
-    """Difficulty by length: per cluster, the longest responses (ceil of a fraction, or a quota)."""
-    members: dict[int, list[int]] = defaultdict(list)
-    for index, cluster in enumerate(clusters):
-        members[int(cluster)].append(index)
-    kept: list[int] = []
-    for indices in members.values():
-        ranked = sorted(indices, key=lambda i: (-lengths[i], i))
-        if mode == "off":
-            count = len(ranked)
-        elif mode == "quota":
-            count = min(per_cluster, len(ranked))
-        else:
-            count = max(1, int(np.ceil(keep_fraction * len(ranked))))
-        kept.extend(ranked[:count])
-    return sorted(kept)
 
 
 def train_domain_classifier(vectors: np.ndarray, labels: Sequence[str | None], seed: int = 0):

@@ -16,15 +16,13 @@ cannot be converted are skipped and counted (reason + file:line), never fatal.
 from __future__ import annotations
 
 import glob
-import gzip
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from megatron_infi.data_processing.sft.records import RecordError, infer_task, make_record
-from megatron_infi.utils import SkipCounter
+from megatron_infi.utils import SkipCounter, is_record_file, iter_rows
 
 FORMATS = ("auto", "messages", "sharegpt", "alpaca", "qa")
 SHAREGPT_ROLES = {
@@ -60,11 +58,6 @@ def detect_format(obj: dict[str, Any]) -> str:
 
 def _common_meta(obj: dict[str, Any]) -> dict[str, Any]:
     raw = obj.get("meta")
-    if isinstance(raw, str):  # our Parquet output stores meta as a JSON string
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raw = None
     meta = dict(raw) if isinstance(raw, dict) else {}
     for key in META_KEYS:
         if key in obj and key not in meta:
@@ -189,7 +182,7 @@ def expand_paths(pattern: str) -> list[Path]:
     """A file, a directory (its supported files) or a glob, sorted; empty when nothing matches."""
     path = Path(pattern)
     if path.is_dir():
-        found = [p for p in path.rglob("*") if p.is_file() and _supported(p)]
+        found = [p for p in path.rglob("*") if p.is_file() and is_record_file(p)]
     else:
         found = (
             [Path(p) for p in glob.glob(pattern, recursive=True)]
@@ -197,59 +190,6 @@ def expand_paths(pattern: str) -> list[Path]:
             else [path]
         )
     return sorted(p for p in found if p.is_file())
-
-
-def _supported(path: Path) -> bool:
-    return path.name.endswith((".jsonl", ".jsonl.gz", ".json", ".parquet"))
-
-
-def iter_raw(path: Path, keep=lambda index: True) -> Iterator[tuple[str, dict | None, str | None]]:
-    """(where, object, None) for every row whose 0-based index passes `keep`, or (where, None, reason)
-    for a row that is not a JSON object. Rows of other shards are not parsed."""
-    name = path.name
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        index = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                if keep(index):
-                    yield f"{path}:row {index}", row, None
-                index += 1
-        return
-    if name.endswith(".json"):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            if keep(0):
-                yield f"{path}: {err}", None, "malformed-json"
-            return
-        rows = data if isinstance(data, list) else [data]
-        for index, row in enumerate(rows):
-            if keep(index):
-                where = f"{path}:item {index}"
-                yield (where, row, None) if isinstance(row, dict) else (where, None, "not-an-object")
-        return
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        index = 0
-        for lineno, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            mine = keep(index)
-            index += 1
-            if not mine:
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield where, None, "non-utf8"
-                continue
-            except json.JSONDecodeError:
-                yield where, None, "malformed-json"
-                continue
-            yield (where, obj, None) if isinstance(obj, dict) else (where, None, "not-an-object")
 
 
 def read_records(
@@ -265,7 +205,7 @@ def read_records(
     """Canonical records of one file; unconvertible rows are counted as `bad-record: <reason>`."""
     path = Path(path)
     source = source or path.name.split(".")[0]
-    for where, obj, bad in iter_raw(path, keep):
+    for where, obj, bad in iter_rows(path, keep):
         if obj is None:
             skipped.skip(bad, where)
             continue

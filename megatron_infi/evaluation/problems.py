@@ -9,7 +9,6 @@ JSON, a missing field) is skipped and counted with its file:line, never a crash.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import random
 import re
@@ -20,7 +19,7 @@ from typing import Any, Literal
 
 from megatron_infi.errors import DataError
 from megatron_infi.scoring.math import last_boxed
-from megatron_infi.utils import SkipCounter
+from megatron_infi.utils import SkipCounter, read_rows
 
 LETTERS = "ABCDEFGHIJKLMNOP"
 
@@ -58,39 +57,16 @@ def _get(record: dict, *names: str) -> Any:
 
 
 def read_records(path: Path, skipped: SkipCounter) -> Iterator[tuple[str, dict]]:
-    """(file:line, record) from .jsonl / .jsonl.gz / .json (a list) / .csv; bad lines are counted."""
+    """(file:line, record) from .csv or any record file (.jsonl / .jsonl.gz / .json / .parquet);
+    bad rows are counted."""
     if not path.is_file():
         raise BenchmarkFileError(f"benchmark file not found: {path}")
-    name = path.name.lower()
-    if name.endswith(".csv"):
+    if path.name.lower().endswith(".csv"):
         with open(path, newline="", encoding="utf-8") as handle:
             for lineno, row in enumerate(csv.DictReader(handle), 2):
                 yield f"{path}:{lineno}", row
         return
-    if name.endswith(".json"):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = data if isinstance(data, list) else data.get("data") or data.get("problems") or []
-        for i, row in enumerate(rows):
-            if isinstance(row, dict):
-                yield f"{path}[{i}]", row
-            else:
-                skipped.skip("not-an-object", f"{path}[{i}]")
-        return
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                skipped.skip("malformed-json", where)
-                continue
-            if not isinstance(record, dict):
-                skipped.skip("not-an-object", where)
-                continue
-            yield where, record
+    yield from read_rows(path, skipped)
 
 
 # ---- maths: AIME 2024 / 2025, MATH-500, GSM8K ------------------------------------------------------

@@ -85,14 +85,12 @@ def fewshot_prompt(problem: Problem, shots: list[Problem]) -> tuple[str, list[st
 
 
 def pick_shots(problem: Problem, pool: list[Problem], k: int) -> list[Problem]:
-    """The first k pool problems other than this one that carry a worked solution."""
-    shots = []
-    for candidate in pool:
-        if len(shots) == k:
-            break
-        if candidate.id != problem.id and candidate.solution:
-            shots.append(candidate)
-    return shots
+    """The first k exemplars of the pool (a separate split, see benchmarks.load_exemplars); for a
+    problem with a subject (MMLU), exemplars of that subject first."""
+    subject = problem.meta.get("subject")
+    if subject:
+        pool = sorted(pool, key=lambda candidate: candidate.meta.get("subject") != subject)  # stable
+    return [candidate for candidate in pool if candidate.id != problem.id][:k]
 
 
 def extract_code(reply: str) -> str:

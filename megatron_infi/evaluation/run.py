@@ -48,7 +48,7 @@ from megatron_infi.config.core import (
 from megatron_infi.config.inputs import InputCheck
 from megatron_infi.config.prompt import check_model_contract, read_model_contract
 from megatron_infi.errors import command
-from megatron_infi.evaluation.benchmarks import BENCHMARKS, load_benchmark
+from megatron_infi.evaluation.benchmarks import BENCHMARKS, load_benchmark, load_exemplars
 from megatron_infi.evaluation.config import BenchmarkSpec, EvalConfig, ModelSpec
 from megatron_infi.evaluation.problems import BenchmarkFileError, Problem
 from megatron_infi.evaluation.prompts import chat_messages, fewshot_prompt, pick_shots
@@ -70,8 +70,9 @@ DEMO_CONFIG = REPO_ROOT / "launch" / "configs" / "eval" / "demo.yaml"
 class LoadedBenchmark:
     spec: BenchmarkSpec
     problems: list[Problem]  # the evaluated ones (after limit)
-    pool: list[Problem]  # where few-shot exemplars come from
+    pool: list[Problem]  # few-shot exemplars: a separate split, no scored problem among them
     skipped: dict[str, int]
+    exemplar_skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def check_inputs(cfg: EvalConfig, dry_run: bool = False) -> InputCheck:
@@ -86,13 +87,16 @@ def check_inputs(cfg: EvalConfig, dry_run: bool = False) -> InputCheck:
             if model.mode == "chat":
                 check_model_contract(model.path, cfg.prompt, f"eval (model {model.name})")
     for i, spec in enumerate(cfg.benchmarks):
-        if spec.path:
-            check.present(f"benchmarks[{i}].path", spec.path)
+        for key in ("path", "fewshot_path"):
+            if getattr(spec, key):
+                check.present(f"benchmarks[{i}].{key}", getattr(spec, key))
     return check
 
 
 def load_all(cfg: EvalConfig) -> dict[str, LoadedBenchmark]:
-    """Read every benchmark before any model loads, so a bad file fails fast."""
+    """Read every benchmark (and its few-shot exemplar split) before any model loads, so a bad file
+    fails fast."""
+    fewshot = any(m.mode == "fewshot" for m in cfg.models)
     loaded = {}
     for spec in cfg.benchmarks:
         if spec.path and not Path(spec.path).exists():
@@ -101,18 +105,21 @@ def load_all(cfg: EvalConfig) -> dict[str, LoadedBenchmark]:
         if not problems:
             raise BenchmarkFileError(f"benchmark {spec.key}: no usable problems (skipped: {skipped.counts})")
         chosen = problems[: spec.limit] if spec.limit else problems
-        shots = _shots(cfg, spec, "fewshot")
-        rest = problems[len(chosen) :]
-        # exemplars from outside the evaluated problems when there are enough, else from the others
-        pool = rest if len(rest) >= shots else problems
-        loaded[spec.key] = LoadedBenchmark(spec, chosen, pool, dict(skipped.counts))
+        pool, exemplar_skipped = [], {}
+        if fewshot and spec.shots() and BENCHMARKS[spec.name].uses_exemplars:
+            pool, counter = load_exemplars(spec.name, spec.fewshot_path, spec.options, problems)
+            exemplar_skipped = dict(counter.counts)
+            if not pool:
+                raise BenchmarkFileError(
+                    f"benchmark {spec.key}: no usable few-shot exemplar in "
+                    f"{spec.fewshot_path or 'its exemplar split'} (skipped: {exemplar_skipped})"
+                )
+        loaded[spec.key] = LoadedBenchmark(spec, chosen, pool, dict(skipped.counts), exemplar_skipped)
     return loaded
 
 
 def _shots(cfg: EvalConfig, spec: BenchmarkSpec, mode: str) -> int:
-    if mode != "fewshot":
-        return 0
-    return spec.num_fewshot if spec.num_fewshot is not None else BENCHMARKS[spec.name].fewshot
+    return spec.shots() if mode == "fewshot" else 0
 
 
 def _sampling(cfg: EvalConfig, spec: BenchmarkSpec, mode: str, stop: list[str]) -> SamplingParams:
@@ -235,6 +242,8 @@ def run_eval(cfg: EvalConfig) -> dict:
                 "problems": len(b.problems),
                 "skipped": b.skipped,
                 "skipped_total": sum(b.skipped.values()),
+                "fewshot_exemplars": len(b.pool),
+                "fewshot_exemplars_skipped": b.exemplar_skipped,
             }
             for key, b in benchmarks.items()
         },

@@ -1,8 +1,10 @@
 """Reading the two post-training data contracts into `datasets.Dataset`s, skipping bad records.
 
-- SFT: JSONL of `{"messages": [{"role", "content"}, ...], "meta": {...}}` (OpenAI chat format).
+- SFT: `{"messages": [{"role", "content"}, ...], "meta": {...}}` (OpenAI chat format), as
+  `infi data sft-select` / `sft-synthesize` write it.
 - Preference: TRL's conversational format `{"prompt": [messages], "chosen": [assistant message],
-  "rejected": [assistant message]}`.
+  "rejected": [assistant message]}`, as `infi dpo-pairs` writes it.
+Files are JSONL (.jsonl, .jsonl.gz), JSON or Parquet (megatron_infi.utils.iter_rows).
 
 A record that does not fit is skipped and counted by reason with its file:line (never a crash);
 a file that yields no usable record at all is an error that names the file. With a `RecordTally`
@@ -12,14 +14,13 @@ were prepared under stay as they are (another contract warns), raw ones are rend
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from megatron_infi.config.prompt import RecordTally
 from megatron_infi.errors import DataError
-from megatron_infi.utils import SkipCounter
+from megatron_infi.utils import SkipCounter, read_rows
 
 ROLES = ("system", "user", "assistant")
 
@@ -60,8 +61,7 @@ def read_sft_records(
     records = []
     for path in _check_files(paths):
         before = len(records)
-        for lineno, obj in numbered_jsonl(path, skipped):
-            where = f"{path}:{lineno}"
+        for where, obj in read_rows(path, skipped):
             messages = clean_messages(obj.get("messages"))
             if isinstance(messages, str):
                 skipped.skip(messages, where)
@@ -87,8 +87,7 @@ def read_preference_records(
     records = []
     for path in _check_files(paths):
         before = len(records)
-        for lineno, obj in numbered_jsonl(path, skipped):
-            where = f"{path}:{lineno}"
+        for where, obj in read_rows(path, skipped):
             prompt = clean_messages(obj.get("prompt"))
             chosen = clean_messages(obj.get("chosen"))
             rejected = clean_messages(obj.get("rejected"))
@@ -110,29 +109,6 @@ def read_preference_records(
         if len(records) == before:
             raise DataError(f"{path}: no usable preference record (skipped: {skipped.counts})")
     return records
-
-
-def numbered_jsonl(path: Path, skipped: SkipCounter):
-    """(line number, object) per JSON-object line; malformed lines are counted like `read_jsonl` does.
-
-    `read_jsonl` yields objects without their line numbers, which the skip reasons here need.
-    """
-    with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                skipped.skip("non-utf8", f"{path}:{lineno}")
-                continue
-            except json.JSONDecodeError:
-                skipped.skip("malformed-json", f"{path}:{lineno}")
-                continue
-            if not isinstance(obj, dict):
-                skipped.skip("not-an-object", f"{path}:{lineno}")
-                continue
-            yield lineno, obj
 
 
 def split_held_out(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

@@ -10,8 +10,9 @@
 
 input:
   generation.model: the SFT model's HF dir (e.g. `infi sft`'s <output_dir>/<last phase>/model)
-  problems: JSONL, one problem per line; "prompt" (a string) or "messages" (ending with the user
-  turn); "solution" is the expert solution (for code: a complete program the tests run against):
+  problems: JSONL, JSON or Parquet (`infi data dpo-problems` writes them from SFT data), one problem
+  per record; "prompt" (a string) or "messages" (ending with the user turn); "solution" is the expert
+  solution (for code: a complete program the tests run against):
     {"id": "m1", "domain": "math", "prompt": "What is 2+3?", "answer": "5", "solution": "2+3=5"}
     {"id": "c1", "domain": "code", "prompt": "Write add(a, b).", "tests": "assert add(2, 3) == 5",
      "entry_point": "add"}
@@ -30,7 +31,6 @@ example config: launch/configs/posttrain/demo_dpo_pairs.yaml (toy), infialign_dp
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,8 +45,15 @@ from megatron_infi.generation import GenerationConfig, SamplingParams
 from megatron_infi.generation.preflight import check_tokenizer
 from megatron_infi.logs import quiet_logs
 from megatron_infi.plots import label_axes, pyplot, save_figure
-from megatron_infi.posttrain.data import clean_messages, numbered_jsonl
-from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches
+from megatron_infi.posttrain.data import clean_messages
+from megatron_infi.utils import (
+    SkipCounter,
+    atomic_write_json,
+    atomic_write_text,
+    read_rows,
+    set_run_caches,
+    write_jsonl,
+)
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -73,7 +80,7 @@ class CleaningConfig:
 
 @dataclass
 class DPOPairsConfig:
-    problems: list[str] = field(default_factory=list)  # problem JSONL files
+    problems: list[str] = field(default_factory=list)  # problem files (JSONL / JSON / Parquet)
     output_dir: str = ""
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # generation.model: the SFT model
     sampling: SamplingParams = field(default_factory=_default_sampling)  # sampling.n: samples per problem
@@ -126,8 +133,7 @@ def read_problems(paths: list[str | Path], skipped: SkipCounter, contract: Promp
     seen_prompts: set[str] = set()
     for path in paths:
         before = len(problems)
-        for lineno, obj in numbered_jsonl(Path(path), skipped):
-            where = f"{path}:{lineno}"
+        for where, obj in read_rows(path, skipped):
             pid, domain = obj.get("id"), obj.get("domain", "math")
             if "messages" in obj:
                 messages = clean_messages(obj["messages"])
@@ -428,15 +434,15 @@ def run_dpo_pairs(cfg: DPOPairsConfig, samples: list[list[str]] | None = None) -
     pairs = build_pairs(problems, samples, verdicts, expert_ok, cfg, token_count, dropped)
     pairs = reverify(_dedup(pairs, dropped), by_id, verifier, dropped)
 
-    atomic_write_text(
+    write_jsonl(
         out / "samples.jsonl",
-        "".join(
-            json.dumps({"id": p.id, "sample": i, "correct": ok, "text": t}, ensure_ascii=False) + "\n"
+        (
+            {"id": p.id, "sample": i, "correct": ok, "text": t}
             for p, texts, oks in zip(problems, samples, verdicts, strict=True)
             for i, (t, ok) in enumerate(zip(texts, oks, strict=True))
         ),
     )
-    atomic_write_text(out / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    write_jsonl(out / "pairs.jsonl", pairs)
     rates = [sum(oks) / len(oks) for oks in verdicts]
     report = {
         "model": cfg.generation.model,

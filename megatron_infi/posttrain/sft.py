@@ -57,7 +57,7 @@ VALIDATE_RECORDS = 64  # usable records an input check reads per file
 @dataclass
 class SFTPhaseConfig:
     name: str = "phase1"
-    data: list[str] = field(default_factory=list)  # canonical SFT JSONL files
+    data: list[str] = field(default_factory=list)  # SFT record files (JSONL / JSON / Parquet)
     eval_data: list[str] = field(default_factory=list)
     schedule: common.EpochScheduleConfig = field(default_factory=common.EpochScheduleConfig)
     optim: common.OptimConfig = field(default_factory=common.OptimConfig)
@@ -66,7 +66,7 @@ class SFTPhaseConfig:
         if not PHASE_NAME.match(self.name):
             raise ConfigError("name", f"must be a plain directory name, got {self.name!r}")
         if not self.data:
-            raise ConfigError("data", "list at least one SFT JSONL file")
+            raise ConfigError("data", "list at least one SFT record file")
 
 
 @dataclass

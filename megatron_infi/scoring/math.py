@@ -179,6 +179,27 @@ def math_equal(prediction: str, reference: str, timeout_s: float | None = DEFAUL
         return False
 
 
+# Words a maths answer may contain (function names); any other word makes it free text.
+_MATH_WORDS = frozenset({"sqrt", "pi", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "mod"})
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+
+
+def checkable_answer(answer: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> bool:
+    """True when the reference answer is a mathematical value math-verify can compare by value (a
+    number, an expression, a set, an interval); free text ("the limit exists", "Yes") is not."""
+    answer = last_boxed(answer or "") or _clean(answer or "")
+    words = re.findall(r"[A-Za-z]{2,}", _LATEX_COMMAND.sub(" ", answer))
+    if not answer or _too_costly(answer) or any(w.lower() not in _MATH_WORDS for w in words):
+        return False
+    try:
+        with _time_limit(timeout_s):
+            return bool(_parse(answer))
+    except _Timeout:
+        return False
+    except Exception:  # sympy can raise nearly anything on odd input: not checkable
+        return False
+
+
 def math_equal_any(
     prediction: str, references: Iterable[str], timeout_s: float | None = DEFAULT_TIMEOUT_S
 ) -> bool:

@@ -69,6 +69,7 @@ RULES = [
         ["llm.model=runs/demo/hf"],
     ),
     ("sft_data/*synthesize.yaml", "megatron_infi.data_processing.sft.synthesize", []),
+    ("sft_data/*dpo_problems.yaml", "megatron_infi.data_processing.sft.dpo_problems", []),
     ("sft_data/*.yaml", "megatron_infi.data_processing.sft.select", []),
     ("vl/data_*.yaml", "megatron_infi.data_processing.vision.pipeline", []),
     ("vl/eval_*.yaml", "megatron_infi.evaluation.run", []),

@@ -113,3 +113,24 @@ def test_main_thread_time_limit(monkeypatch):
     start = time.monotonic()
     assert not math_equal("\\frac{1}{3}", "0.5", timeout_s=0.3)
     assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "checkable"),
+    [
+        ("42", True),
+        ("\\frac{1}{2}", True),
+        ("(n+1)^{n-1}", True),
+        ("\\{1, 2\\}", True),
+        ("(0, 1]", True),
+        ("\\sqrt{2} + \\pi", True),
+        ("The answer is \\boxed{7}", True),
+        ("The limit exists and is finite", False),  # free text: math-verify would read letters as symbols
+        ("Yes", False),
+        ("3 apples", False),
+        ("\\text{odd}", False),
+        ("", False),
+    ],
+)
+def test_checkable_answer_tells_values_from_free_text(answer, checkable):
+    assert math_scoring.checkable_answer(answer) is checkable

@@ -56,48 +56,94 @@ def test_cluster_and_domain_quotas_hold_on_real_prompts(pool):
     diversity = DiversityConfig(
         domain_budget=40, cluster_budget=48, clusters=8, kmeans="sklearn", dedup_ngram=0
     )
-    chosen, stats = select_pool(rows, vectors, diversity, DifficultyConfig(mode="off"), seed=0)
+    chosen, stats = select_pool(rows, vectors, diversity, DifficultyConfig(mode="random"), seed=0)
     clusters = kmeans_labels(vectors, 8, 0, "sklearn")
-    sizes = Counter(clusters.tolist())
-    # cluster pass: the equal-share quotas, capped by the cluster sizes
-    assert stats["cluster_quotas"] == {str(k): v for k, v in balanced_quotas(dict(sizes), 48).items()}
-    cluster_pass = [i for i, extra in chosen.items() if extra["selected_by"] in ("cluster", "both")]
-    assert Counter(chosen[i]["cluster"] for i in cluster_pass) == Counter(
-        {int(k): v for k, v in stats["cluster_quotas"].items() if v}
-    )
-    domain_pass = [i for i, extra in chosen.items() if extra["selected_by"] in ("domain", "both")]
+    domain_pass = [i for i, extra in chosen.items() if extra["selected_by"] == "domain"]
     assert Counter(chosen[i]["domain"] for i in domain_pass) == Counter(
         {k: v for k, v in stats["domain_quotas"].items() if v}
     )
+    # cluster pass: the equal-share quotas over what the domain pass left, capped by those sizes
+    left = Counter(int(clusters[i]) for i in range(len(rows)) if i not in set(domain_pass))
+    assert stats["cluster_quotas"] == {str(k): v for k, v in balanced_quotas(dict(left), 48).items()}
+    cluster_pass = [i for i, extra in chosen.items() if extra["selected_by"] == "cluster"]
+    assert Counter(chosen[i]["cluster"] for i in cluster_pass) == Counter(
+        {int(k): v for k, v in stats["cluster_quotas"].items() if v}
+    )
     assert stats["domain_pass"] == 40 and stats["cluster_pass"] == 48
-    assert stats["merged"] == len(chosen) == 88 - stats["both_passes"]
+    assert stats["merged"] == len(chosen) == 88  # the budgets add up: no record is taken twice
+    sizes = Counter(clusters.tolist())
     # the clusters of real prompts mean something: code and maths mostly fall in different clusters
     is_code = np.array([r["meta"]["task"] == "code" for r in records])
     majority = sum(max(is_code[clusters == c].sum(), (~is_code[clusters == c]).sum()) for c in sizes)
     assert majority / len(records) >= 0.85
 
 
-def test_difficulty_keeps_the_longest_per_cluster(pool):
-    records, vectors = pool
-    lengths = [len(r["messages"][-1]["content"].split()) for r in records]
+def _known_pool(clusters: int = 4, size: int = 50) -> tuple[list[PoolRow], np.ndarray, list[int]]:
+    """Well separated clusters of `size` rows; in each, 10 rows tie at the top length (500) and the
+    rest have distinct lengths 100..139; domains d0/d1/d2 cut across the clusters."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(clusters, 32))
+    vectors = np.concatenate([c + 0.05 * rng.normal(size=(size, 32)) for c in centers]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    lengths = []
+    for _ in range(clusters):
+        lengths += rng.permutation([500] * 10 + list(range(100, 100 + size - 10))).tolist()
     rows = [
-        PoolRow("s", i, r["meta"]["id"], r["meta"]["domain"], lengths[i], prompt_text(r))
-        for i, r in enumerate(records)
+        PoolRow("s", i, f"id{i:04d}", f"d{i % 3}", lengths[i], f"prompt {i}") for i in range(len(lengths))
     ]
+    return rows, vectors, lengths
+
+
+@pytest.mark.parametrize("quota", [5, 12])
+def test_difficulty_fills_each_cluster_quota_with_its_longest(quota):
+    rows, vectors, lengths = _known_pool()
     diversity = DiversityConfig(
-        domain_budget=0, cluster_budget=len(rows), clusters=6, kmeans="sklearn", dedup_ngram=0
+        domain_budget=0, cluster_budget=4 * quota, clusters=4, kmeans="sklearn", dedup_ngram=0
     )
-    chosen, stats = select_pool(
-        rows, vectors, diversity, DifficultyConfig(mode="quota", per_cluster=5), seed=0
+    picks = []
+    for seed in range(4):
+        chosen, stats = select_pool(rows, vectors, diversity, DifficultyConfig(mode="longest"), seed=seed)
+        assert stats["selected"] == 4 * quota
+        # the top quintile of a cluster is its 10 rows of length 500
+        assert stats["top_length_quintile_share"] == round(min(quota, 10) / quota, 4)
+        for cluster in range(4):
+            members = [i for i in range(len(rows)) if i // 50 == cluster]
+            kept = [i for i in chosen if i // 50 == cluster]
+            assert (
+                sorted((lengths[i] for i in kept), reverse=True)
+                == sorted((lengths[i] for i in members), reverse=True)[:quota]
+            )
+        picks.append(frozenset(chosen))
+    if quota < 10:  # only the tie at the top is left to chance: the seed changes which tied rows
+        assert len(set(picks)) > 1
+    else:  # no tie at the quota's edge: every seed selects the same rows
+        assert len(set(picks)) == 1
+
+
+def test_difficulty_fills_each_domain_quota_with_its_longest():
+    rows, vectors, lengths = _known_pool()
+    diversity = DiversityConfig(
+        domain_budget=60, cluster_budget=0, clusters=4, kmeans="sklearn", dedup_ngram=0
     )
-    assert stats["selected"] == 30
-    by_cluster = Counter(extra["cluster"] for extra in chosen.values())
-    assert set(by_cluster.values()) == {5}
-    clusters = kmeans_labels(vectors, 6, 0, "sklearn")
-    for cluster in by_cluster:
-        members = sorted((lengths[i] for i in range(len(rows)) if clusters[i] == cluster), reverse=True)
-        kept = sorted((lengths[i] for i, e in chosen.items() if e["cluster"] == cluster), reverse=True)
-        assert kept == members[:5]
+    chosen, stats = select_pool(rows, vectors, diversity, DifficultyConfig(mode="longest"), seed=0)
+    assert stats["domain_quotas"] == {"d0": 20, "d1": 20, "d2": 20}
+    for domain in ("d0", "d1", "d2"):
+        members = sorted((lengths[i] for i in range(len(rows)) if rows[i].domain == domain), reverse=True)
+        kept = sorted((lengths[i] for i, e in chosen.items() if e["domain"] == domain), reverse=True)
+        assert kept == members[:20]
+
+
+def test_random_difficulty_mode_is_a_uniform_draw():
+    rows, vectors, lengths = _known_pool(clusters=4, size=200)
+    diversity = DiversityConfig(
+        domain_budget=0, cluster_budget=200, clusters=4, kmeans="sklearn", dedup_ngram=0
+    )
+    _, longest = select_pool(rows, vectors, diversity, DifficultyConfig(mode="longest"), seed=0)
+    _, uniform = select_pool(rows, vectors, diversity, DifficultyConfig(mode="random"), seed=0)
+    # 50 of each cluster's 200 rows are taken; its top quintile is 40 rows: all of them, then 10 more
+    assert longest["top_length_quintile_share"] == 0.8
+    assert uniform["top_length_quintile_share"] < 0.5  # a uniform draw: about 0.2 expected
+    assert uniform["median_tokens_selected"] < longest["median_tokens_selected"]
 
 
 def test_near_duplicates_keep_the_first_in_order():

@@ -33,7 +33,7 @@ def make_config(inputs, out, tokenizer, **overrides) -> SelectConfig:
         "executor": {"tasks": 2, "workers": 1},
         "decontamination": {"benchmarks": [str(inputs["champ_bench"]), str(inputs["gsm_test"])]},
         "diversity": {"domain_budget": 40, "cluster_budget": 40, "clusters": 6, "kmeans": "sklearn"},
-        "difficulty": {"tokenizer": str(tokenizer), "keep_fraction": 0.75},
+        "difficulty": {"tokenizer": str(tokenizer)},
         "quality": {"workers": 2, "timeout_s": 20},
     }
     for key, value in overrides.items():
@@ -111,10 +111,8 @@ def test_funnel_accounts_for_every_row(run, small_inputs):
     bench_ids = {("champ_bench", r["id"]) for r in read_jsonl(small_inputs["champ_bench"])}
     assert bench_ids <= contaminated  # every leaked benchmark item is reported by name
     sel = stats["select"]
-    assert (
-        sel["pool"] == prepare["kept"]
-        and sel["merged"] - sel["near_duplicates"] - sel["difficulty_dropped"] == sel["selected"]
-    )
+    assert sel["pool"] == prepare["kept"] and sel["merged"] - sel["near_duplicates"] == sel["selected"]
+    assert sel["difficulty"] == "longest" and sel["median_tokens_selected"] > sel["median_tokens_pool"]
     assert stats["quality"]["kept"] + sum(stats["quality"]["dropped"].values()) == sel["selected"]
     text = report.read_text()
     assert "## Funnel" in text and "## Decontamination (per benchmark item)" in text and "P_" in text
