@@ -121,6 +121,15 @@ def streaming_save_strategy(produce: Producer):
 
 
 # ----------------------------------------------------------------------------- reading
+def _current_checkpoint_section(section: dict) -> dict:
+    """run.json files written before `checkpoint.auto_resume` was renamed `checkpoint.resume`."""
+    if "auto_resume" not in section:
+        return section
+    section = dict(section)
+    section["resume"] = section.pop("auto_resume")
+    return section
+
+
 class McoreCheckpoint:
     """One `iter_XXXXXXX/` dir: its run.json, resolved config and tensor metadata; reads by layer."""
 
@@ -144,7 +153,14 @@ class McoreCheckpoint:
         config = self.info.get("config")
         if not isinstance(config, dict) or "model" not in config:
             raise ConversionError(f"{self.dir}/run.json: no resolved config with a model section")
-        self.cfg = from_dict(TrainConfig, {**config, "model": self._current_model_section(config["model"])})
+        self.cfg = from_dict(
+            TrainConfig,
+            {
+                **config,
+                "model": self._current_model_section(config["model"]),
+                "checkpoint": _current_checkpoint_section(config.get("checkpoint", {})),
+            },
+        )
         self.cfg.model.validate()
         try:
             self.tensors = dist_checkpointing.load_tensors_metadata(str(self.dir))

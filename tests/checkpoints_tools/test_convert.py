@@ -178,6 +178,15 @@ def test_export_reads_run_json_with_the_former_qkv_bias_field(tiny, tmp_path):
         to_hf.export(tmp_path / "mcore", tmp_path / "hf2")
 
 
+def test_export_reads_run_json_with_the_former_auto_resume_field(tiny, tmp_path):
+    """Checkpoints written before `checkpoint.auto_resume` became `checkpoint.resume` still export."""
+    iter_dir = from_hf.convert(tiny["llama"], tmp_path / "mcore")
+    run = json.loads((iter_dir / "run.json").read_text())
+    run["config"]["checkpoint"]["auto_resume"] = run["config"]["checkpoint"].pop("resume")
+    _write_run_json_as_saved(iter_dir, run)
+    assert assert_bit_identical(tiny["llama"], to_hf.export(tmp_path / "mcore", tmp_path / "hf")) > 0
+
+
 def test_export_refuses_to_replace_an_unrelated_dir(tiny, tmp_path):
     from_hf.convert(tiny["llama"], tmp_path / "mcore")
     precious = tmp_path / "precious"
