@@ -31,6 +31,8 @@ HARMLESS_WARNINGS: list[tuple[type[Warning], str]] = [
     # ... and passes torch DCP's arguments positionally, and uses its ShardedTensor format.
     (UserWarning, "The argument order of load has been changed"),
     (FutureWarning, "Please use DTensor instead and we are deprecating ShardedTensor"),
+    # megatron-core's rank lookup in a single process (the demo reading a checkpoint): rank 0 is right.
+    (UserWarning, "Could not determine rank from torch.distributed, RANK, or SLURM_PROCID"),
 ]
 # (logger name, message start) logged through `logging`, and where it comes from.
 HARMLESS_LOG_RECORDS: list[tuple[str, str]] = [
