@@ -31,6 +31,8 @@ HARMLESS_WARNINGS: list[tuple[type[Warning], str]] = [
     # ... and passes torch DCP's arguments positionally, and uses its ShardedTensor format.
     (UserWarning, "The argument order of load has been changed"),
     (FutureWarning, "Please use DTensor instead and we are deprecating ShardedTensor"),
+    # TRL's trainers ask transformers 5 for the old attribute name (TRL's to update; nothing changes).
+    (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
     # megatron-core's rank lookup in a single process (the demo reading a checkpoint): rank 0 is right.
     (UserWarning, "Could not determine rank from torch.distributed, RANK, or SLURM_PROCID"),
 ]
