@@ -52,7 +52,7 @@ from megatron_infi.demo.real_stages import (
     stage_real_sft,
     stage_real_sft_data,
 )
-from megatron_infi.demo.stage import Demo, DemoCheckFailed, loss_trend, torchrun
+from megatron_infi.demo.stage import Demo, DemoCheckFailed, loss_trend, stage_console, torchrun
 from megatron_infi.errors import command
 from megatron_infi.logs import quiet_logs
 from megatron_infi.utils import atomic_write_json, set_run_caches
@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {name}", flush=True)
         began = time.perf_counter()
         try:
-            result = fn(demo)
+            with stage_console(demo.path(name, "console.log")):
+                result = fn(demo)
         except DemoCheckFailed as err:
             print(f"demo failed at {name}: {err}", file=sys.stderr)
             return 1

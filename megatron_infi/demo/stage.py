@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -59,3 +60,31 @@ def torchrun(module: str, args: list[str], nproc: int, log_path: Path) -> None:
 def loss_trend(losses: list) -> str:
     values = [loss for _, loss in losses]
     return f"{values[0]:.2f} -> {values[-1]:.2f}" if values else "-"
+
+
+@contextlib.contextmanager
+def stage_console(log_path: Path):
+    """Send what libraries print on stderr during a stage (datatrove's per-task stats, progress bars)
+    to the stage's console.log, so the demo's console keeps one screen per stage; our warnings
+    (`warning: ...` lines) are echoed back, and the log's tail if the stage fails."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    with open(log_path, "w") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            lines = log_path.read_text(errors="replace").splitlines()
+            shown = lines[-30:] if failed else [line for line in lines if line.startswith("warning:")]
+            for line in shown:
+                print(line, file=sys.stderr)
+            if lines:
+                print(f"   (library output: {log_path})", flush=True)
