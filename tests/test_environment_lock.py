@@ -4,6 +4,7 @@ distribution installed in the venv, at the version installed, so a fresh `make s
 from __future__ import annotations
 
 import re
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -30,9 +31,12 @@ def _pins() -> dict[str, str]:
 
 def test_every_installed_distribution_is_pinned_at_its_version():
     pins = _pins()
+    # The venv's own site-packages only: setuptools puts its vendored packages (with their
+    # .dist-info) on sys.path once something imports it, and those are not installed packages.
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {
         _canonical(dist.metadata["Name"]): dist.version
-        for dist in metadata.distributions()
+        for dist in metadata.distributions(path=site)
         if dist.metadata["Name"]
     }
     installed = {name: v for name, v in installed.items() if name not in TOOLING and name != SELF}

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from megatron_infi.config.prompt import PromptContract
 from megatron_infi.data_processing.sft.curriculum import write_records
 from megatron_infi.data_processing.sft.formats import read_records
 from megatron_infi.data_processing.sft.synthesize import finalize_synthesis
@@ -59,7 +60,7 @@ def test_synthesis_output_read_by_sft(tmp_path, fmt):
         {"rank": 0, "kept": 2, "dropped": {}, "examples": {}, "contamination": []},
     )
     out = tmp_path / "out"
-    finalize_synthesis(tmp_path / "work", out, fmt, ["seeds.jsonl"])
+    finalize_synthesis(tmp_path / "work", out, fmt, ["seeds.jsonl"], PromptContract())
     assert read_sft_records([out / f"synthesized.{fmt}"], SkipCounter()) == [
         {"messages": SFT[1]["messages"]},  # sorted by id: c1, m1
         {"messages": SFT[0]["messages"]},

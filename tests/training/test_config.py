@@ -122,7 +122,7 @@ def _preflight_error(monkeypatch, tmp_path, boolq_corpus, overrides):
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built before the config error was raised")
 
-    monkeypatch.setattr(trainer_mod, "build_model", no_model)
+    monkeypatch.setattr("megatron_infi.models.gpt.build_model", no_model)  # what the text family builds with
     tokenizer, prefix = boolq_corpus
     cfg = load_config(
         TrainConfig,

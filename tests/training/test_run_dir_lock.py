@@ -11,12 +11,10 @@ from tests.training.launch import base_config, run_train, train_in_process
 
 
 def test_second_trainer_is_refused_before_building_a_model(tmp_path, boolq_corpus, monkeypatch):
-    from megatron_infi.training import trainer as trainer_mod
-
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built although run_dir is held")
 
-    monkeypatch.setattr(trainer_mod, "build_model", no_model)
+    monkeypatch.setattr("megatron_infi.models.gpt.build_model", no_model)  # what the text family builds with
     tokenizer, prefix = boolq_corpus
     holder = _holder_process(tmp_path / "run")
     try:
