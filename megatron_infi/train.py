@@ -65,9 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg, dry_run = parse_stage_config(TrainConfig, "infi train", __doc__, argv, preflight=preflight)
     if dry_run:
         return 0
-    # torchrun's environment tells the world size: check the layout against it before any process
-    # group exists (megatron-core would otherwise stop every rank with its own traceback).
-    cfg.validate_world(int(os.environ.get("WORLD_SIZE", "1")))
     _setup_logging()
     from megatron_infi.training import patches
 
