@@ -3,9 +3,7 @@ whole prompt -> reply -> extraction -> verdict path is checked against known ans
 tiny real HF model through transformers."""
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -14,6 +12,7 @@ from megatron_infi.config.prompt import PromptContract
 from megatron_infi.evaluation.benchmarks import load_benchmark
 from megatron_infi.evaluation.prompts import chat_messages
 from megatron_infi.evaluation.run import main
+from tests.chat_server import ScriptedChatServer
 
 BENCHMARKS = [
     {"name": "gsm_symbolic", "limit": 4, "options": {"size": 8, "seed": 5}},
@@ -40,35 +39,16 @@ def replies_by_prompt():
     return table
 
 
-class OracleServer:
+class OracleServer(ScriptedChatServer):
+    """Answers right as model "oracle", wrong as any other model."""
+
     def __init__(self):
         self.table = replies_by_prompt()
-        self.requests = 0
-        outer = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests += 1
-                right, wrong = outer.table[body["messages"][-1]["content"]]
-                text = right if body["model"] == "oracle" else wrong
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _answer(self, body: dict) -> str:
+        right, wrong = self.table[body["messages"][-1]["content"]]
+        return right if body["model"] == "oracle" else wrong
 
 
 @pytest.fixture
