@@ -43,7 +43,7 @@ from megatron_infi.errors import command
 from megatron_infi.generation.preflight import check_tokenizer
 from megatron_infi.logs import quiet_logs
 from megatron_infi.posttrain import common
-from megatron_infi.posttrain.chat import fit_model_to_template, prepare_chat_template
+from megatron_infi.posttrain.chat import check_template_files, fit_model_to_template, prepare_chat_template
 from megatron_infi.posttrain.data import read_preference_records, split_held_out, to_dataset
 from megatron_infi.posttrain.preemption import preemption_callback
 from megatron_infi.utils import SkipCounter, atomic_write_json, atomic_write_text, set_run_caches
@@ -113,6 +113,7 @@ class DPOStageConfig:
         exist yet."""
         check = InputCheck(dry_run)
         if check.present("model", self.model, "sft_model", model_dir=True):
+            check_template_files(self.model, self.prompt.chat_template, need_generation_markers=False)
             prepare_chat_template(check_tokenizer(self.model, "model"), self.prompt.chat_template, False)
             check_model_contract(self.model, self.prompt, "dpo")
         if self.ref_model:

@@ -45,7 +45,7 @@ from megatron_infi.errors import command
 from megatron_infi.generation.preflight import check_tokenizer
 from megatron_infi.logs import quiet_logs
 from megatron_infi.posttrain import common
-from megatron_infi.posttrain.chat import fit_model_to_template, prepare_chat_template
+from megatron_infi.posttrain.chat import check_template_files, fit_model_to_template, prepare_chat_template
 from megatron_infi.posttrain.data import read_sft_records, to_dataset
 from megatron_infi.posttrain.preemption import preemption_callback
 from megatron_infi.utils import SkipCounter, atomic_write_text, set_run_caches
@@ -102,6 +102,7 @@ class SFTStageConfig:
         training, and every phase's data holds usable records. A dry run notes what does not exist yet."""
         check = InputCheck(dry_run)
         if check.present("model", self.model, "hf_model", model_dir=True):
+            check_template_files(self.model, self.prompt.chat_template, self.assistant_only_loss)
             tokenizer = check_tokenizer(self.model, "model")
             prepare_chat_template(tokenizer, self.prompt.chat_template, self.assistant_only_loss)
         for i, phase in enumerate(self.phases):

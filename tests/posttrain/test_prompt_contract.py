@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -224,10 +225,21 @@ def test_a_template_without_generation_markers_fails_before_weights_load(
     model_dir = chatml_without_markers(tiny_model_dir, tmp_path / "chatml")
     argv = ["--config", str(CONFIGS / "demo_sft.yaml"), f"model={model_dir}",
             f"output_dir={tmp_path / 'out'}", f"phases=[{{name: p, data: [{sft_data['phase1']}]}}]"]  # fmt: skip
-    for extra in ([], ["--dry-run"]):
-        assert sft.main(argv + extra) == 2
-        err = capsys.readouterr().err
-        assert "prompt.chat_template: auto: the model's own template has no {% generation %} markers" in err
+
+    def no_tokenizer(*args, **kwargs):
+        raise AssertionError("the tokenizer was loaded before the template files were checked")
+
+    with monkeypatch.context() as files_only:
+        # the model dir's files decide this refusal: no tokenizer load, no TRL (seconds each)
+        files_only.setattr(sft, "check_tokenizer", no_tokenizer)
+        files_only.setattr("transformers.AutoTokenizer.from_pretrained", no_tokenizer)
+        files_only.setitem(sys.modules, "trl.chat_template_utils", None)
+        for extra in ([], ["--dry-run"]):
+            assert sft.main(argv + extra) == 2
+            err = capsys.readouterr().err
+            assert (
+                "prompt.chat_template: auto: the model's own template has no {% generation %} markers" in err
+            )
     assert not (tmp_path / "out").exists()
     # what the message suggests works, still without loading weights first
     cfg = load_config(sft.SFTStageConfig, argv[1], argv[2:] + ["prompt.chat_template=chatml"])
