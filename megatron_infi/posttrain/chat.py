@@ -5,9 +5,9 @@ Assistant-only loss needs `{% generation %}` markers in the template. A template
 patched with TRL's training template when TRL knows it; ChatML here carries them already. The choice
 needs the tokenizer only, so a template that cannot work fails before any weights load; the model
 dir's files alone usually decide it (`check_template_files`), so it fails within a second, before
-transformers and TRL are even imported (seconds each). The
-end-of-turn token the template emits is added to the model's generation EOS ids, so that generation
-(DPO-pair sampling, evaluation) stops where the trained turns stop.
+transformers and TRL are even imported (seconds each). The end-of-turn token the template emits is
+added to the model's generation EOS ids, so that generation (DPO-pair sampling, evaluation) stops
+where the trained turns stop.
 """
 
 from __future__ import annotations
