@@ -5,6 +5,7 @@ configs every stage's output path is the next stage's input path (`runs/<paper>/
 connect without extra arguments; the recipe tests (tests/recipes/) run them at toy scale.
 
   infi recipe run launch/recipes/infir.yaml --dry-run       # the stage commands, in order
+  infi recipe run launch/recipes/infir.yaml --check         # + each stage's own --dry-run
   infi recipe run launch/recipes/infir.yaml --from anneal --to sft --set sft:max_length=4096
 
 `--set STAGE:KEY=VALUE` changes one stage: a dotted override of its config
@@ -121,8 +122,11 @@ def parse_sets(recipe: Recipe, sets: list[str]) -> dict[str, list[tuple[str, str
     return by_stage
 
 
-def stage_command(stage: RecipeStage, sets: list[tuple[str, str]], nproc: int, workdir: Path) -> list[str]:
-    """The process to start for one stage (the module behind its `infi` command)."""
+def stage_command(
+    stage: RecipeStage, sets: list[tuple[str, str]], nproc: int, workdir: Path, launch: bool = True
+) -> list[str]:
+    """The process to start for one stage (the module behind its `infi` command); `launch=False`
+    leaves torchrun out (one process, as a dry run needs)."""
     from megatron_infi.cli import resolve
 
     words = stage.argv()
@@ -134,7 +138,7 @@ def stage_command(stage: RecipeStage, sets: list[tuple[str, str]], nproc: int, w
         config = Path(rest[i])
         if not config.is_absolute() and not (workdir / config).exists():
             rest = [*rest[:i], str(REPO / config), *rest[i + 1 :]]
-    if stage.torchrun:
+    if stage.torchrun and launch:
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
         return [sys.executable, *launcher, "-m", module, *rest]
     return [sys.executable, "-m", module, *rest]
@@ -166,6 +170,44 @@ def stage_lines(
         else:
             lines.append(f"infi {shlex.join(words)}")
     return lines
+
+
+def check_stages(
+    recipe: Recipe,
+    sets: list[str] = (),
+    first: str | None = None,
+    last: str | None = None,
+    nproc: int = 1,
+    workdir: str | Path = ".",
+) -> list[str]:
+    """Run each selected stage's own `--dry-run` (the stages with a `--config`): config values, and
+    inputs, where those an earlier stage will write are noted. Prints one verdict per stage with its
+    notes; raises ConfigError naming the stages whose config was rejected. Returns the checked stages."""
+    workdir = Path(workdir).resolve()
+    by_stage = parse_sets(recipe, list(sets))
+    checked, rejected = [], []
+    for stage in select_stages(recipe, first, last):
+        command = stage_command(stage, by_stage.get(stage.name, []), nproc, workdir, launch=False)
+        if "--config" not in command:
+            print(f"# {stage.name}: no config (its flags are checked when it runs)", flush=True)
+            continue
+        env = {**os.environ, "WORLD_SIZE": str(nproc)} if stage.torchrun else dict(os.environ)
+        done = subprocess.run([*command, "--dry-run"], cwd=workdir, env=env, capture_output=True, text=True)
+        notes = [line for line in done.stderr.splitlines() if ": note: " in line]
+        if done.returncode == 0:
+            print(f"# {stage.name}: config ok, {len(notes)} input(s) not there yet", flush=True)
+        else:
+            reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            print(f"# {stage.name}: REJECTED: {reason}", flush=True)
+            rejected.append(stage.name)
+        for note in notes:
+            print(f"#   {note}")
+        checked.append(stage.name)
+    if rejected:
+        raise ConfigError(
+            "stages", f"{', '.join(rejected)}: config rejected by the stage's --dry-run (above)"
+        )
+    return checked
 
 
 def run_stage(command: list[str], workdir: Path, log_path: Path) -> int:
@@ -211,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = command_parser("infi recipe run", __doc__)
     parser.add_argument("recipe", help="a recipe file, e.g. launch/recipes/infir.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the stage commands in order and exit")
+    parser.add_argument(
+        "--check", action="store_true", help="with the commands, run each stage's own --dry-run and exit"
+    )
     parser.add_argument("--from", dest="first", help="first stage to run (default: the first)")
     parser.add_argument("--to", dest="last", help="last stage to run (default: the last)")
     parser.add_argument("--nproc", type=int, default=1, help="processes for torchrun stages (default 1)")
@@ -218,9 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE")
     args = parser.parse_args(argv)
     recipe = load_recipe(args.recipe)
-    if args.dry_run:
+    if args.dry_run or args.check:
         for line in stage_lines(recipe, args.sets, args.first, args.last, args.nproc):
             print(line)
+        if args.check:
+            check_stages(recipe, args.sets, args.first, args.last, args.nproc, args.workdir)
         return 0
     run_recipe(recipe, args.sets, args.first, args.last, args.nproc, args.workdir)
     return 0

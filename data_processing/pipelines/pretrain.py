@@ -358,6 +358,7 @@ def run(cfg: PretrainDataConfig, clean: bool = False) -> Path:
 
     The output_dir is locked for the whole local run (for SLURM: while submitting). `clean` first
     removes what a previous run left there. A local run fails if a source ends with no documents."""
+    cfg.check_inputs()
     root = Path(cfg.output_dir).resolve()
     with DirLock(root, what="data output_dir"):
         if clean:
@@ -395,7 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     flags, argv = extra.parse_known_args(sys.argv[1:] if argv is None else argv)
     cfg, dry_run = parse_stage_config(PretrainDataConfig, "infi data pretrain", __doc__, argv)
     if dry_run:
-        print(describe(cfg, build_stages(cfg)))
+        inputs = cfg.check_inputs(dry_run=True)
+        if inputs.notes:  # the stage plan needs the tokenizer (its end-of-document token)
+            print("# stages: listed once every input exists", file=sys.stderr)
+        else:
+            print(describe(cfg, build_stages(cfg)))
+        inputs.print_notes("data pretrain")
         return 0
     root = run(cfg, clean=flags.clean)
     print(

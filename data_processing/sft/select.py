@@ -130,7 +130,7 @@ def check_inputs(cfg: SelectConfig | SynthesizeConfig, dry_run: bool = False) ->
         if cfg.rejection.reward_model:
             check.present("rejection.reward_model", cfg.rejection.reward_model, model_dir=True)
         tokenizer = ("tokenizer", cfg.tokenizer)
-    if tokenizer[1] and check.present(*tokenizer):
+    if tokenizer[1] and check.present(*tokenizer, "tokenizer_dir"):
         check_tokenizer(tokenizer[1], tokenizer[0])
     return check
 

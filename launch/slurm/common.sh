@@ -48,7 +48,8 @@ infi_banner() {
 infi_check_config() {
   local module=$1
   shift
-  if ! "$PYTHON" -m "$module" "$@" --dry-run; then
+  # INFI_REQUIRE_INPUTS: the stage runs now, so an input still to be produced is an error here
+  if ! INFI_REQUIRE_INPUTS=1 "$PYTHON" -m "$module" "$@" --dry-run; then
     infi_log "config rejected by $module (above): nothing was launched"
     exit 2
   fi

@@ -16,7 +16,7 @@ PYTHON=${PYTHON:-python}
 ACCELERATE=${ACCELERATE:-accelerate}
 ACCEL_CONFIG=${ACCEL_CONFIG:-$HERE/../accelerate/zero3_multinode.yaml}
 
-if [[ ${INFI_CONFIG_CHECKED:-0} != 1 ]] && ! "$PYTHON" -m "$MODULE" "$@" --dry-run >/dev/null; then
+if [[ ${INFI_CONFIG_CHECKED:-0} != 1 ]] && ! INFI_REQUIRE_INPUTS=1 "$PYTHON" -m "$MODULE" "$@" --dry-run >/dev/null; then
   echo "accelerate.sh: $MODULE rejected its config (above); nothing was launched" >&2
   exit 2
 fi

@@ -37,7 +37,7 @@ for arg in "$@"; do
   [[ $arg == --config || $arg == --config=* ]] && has_config=1
 done
 if ((has_config)) && [[ ${INFI_CONFIG_CHECKED:-0} != 1 ]]; then
-  if ! "$PYTHON" -m "$MODULE" "$@" --dry-run >/dev/null; then
+  if ! INFI_REQUIRE_INPUTS=1 "$PYTHON" -m "$MODULE" "$@" --dry-run >/dev/null; then
     echo "run.sh: $MODULE rejected its config (above); nothing was launched" >&2
     exit 2
   fi

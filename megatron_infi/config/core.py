@@ -241,18 +241,19 @@ def parse_stage_config[T](
     prog: str,
     doc: str | None,
     argv: list[str] | None = None,
-    preflight: Callable[[T], None] | None = None,
+    preflight: Callable[[T, bool], None] | None = None,
 ) -> tuple[T, bool]:
     """Parse `--config X.yaml [--dry-run] [k=v ...]` into a validated `cls`; a bad config raises
     ConfigError (the entry point's `errors.command` wrapper turns it into one line and exit 2).
 
-    `preflight` checks what a config alone cannot (input paths exist, the launched world fits), also
-    on `--dry-run`. Returns (config, dry_run). On `--dry-run` the resolved config has been printed already.
+    `preflight(cfg, dry_run)` checks what a config alone cannot (input paths exist, the launched world
+    fits), before the config is printed. Returns (config, dry_run). On `--dry-run` the resolved config
+    has been printed already.
     """
     args = stage_parser(prog, doc).parse_args(argv)
     cfg = load_config(cls, args.config, args.overrides)
     if preflight is not None:
-        preflight(cfg)
+        preflight(cfg, args.dry_run)
     if args.dry_run:
         print(dump_yaml(cfg), end="")
     return cfg, args.dry_run

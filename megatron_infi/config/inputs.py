@@ -5,10 +5,14 @@ config field. A dry run checks the inputs that exist the same way, and only note
 not exist yet (a recipe's later stage reads what an earlier stage will write):
 
     model: runs/infialign/sft/advanced/model does not exist yet: will be produced by infi sft
+
+A launcher about to run the stage now (launch/slurm/common.sh `infi_check_config`) sets
+INFI_REQUIRE_INPUTS=1: its dry run then fails on a missing input, as the real run would.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,16 +25,26 @@ PRODUCERS = {
     "sft_data": "infi data sft-select (phase1/phase2.jsonl) or infi data sft-synthesize (synthesized.jsonl)",
     "pairs": "infi dpo-pairs (<output_dir>/pairs.jsonl)",
     "trained_model": "infi sft / infi dpo (<output_dir>/.../model) or infi convert to-hf",
+    "tokenizer_dir": "infi convert from-hf (<out>/tokenizer) or an HF model dir",
+    "indexed_data": "infi data pretrain (<output_dir>/<domain>.bin/.idx)",
+    "checkpoint": "infi convert from-hf (--out) or infi train (checkpoint.dir)",
+    "vl_data": "infi data vl (<output_dir>/records)",
 }
+REQUIRE_INPUTS_ENV = "INFI_REQUIRE_INPUTS"
 
 
 class InputCheck:
     def __init__(self, dry_run: bool = False):
-        self.dry_run = dry_run
+        self.dry_run = dry_run and os.environ.get(REQUIRE_INPUTS_ENV) != "1"
         self.notes: list[str] = []
 
     def present(
-        self, field: str, path: str | Path, producer: str | None = None, model_dir: bool = False
+        self,
+        field: str,
+        path: str | Path,
+        producer: str | None = None,
+        model_dir: bool = False,
+        what: str | None = None,
     ) -> bool:
         """True when `path` exists and can be checked further. A missing one raises, or in a dry run is
         noted with what produces it (`producer`: a PRODUCERS key or any text)."""
@@ -39,7 +53,7 @@ class InputCheck:
             raise ConfigError(field, f"{path} is not an HF model dir (no config.json)")
         if path.exists():
             return True
-        self.absent(field, path, "HF model dir" if model_dir else "file", producer)
+        self.absent(field, path, what or ("HF model dir" if model_dir else "file"), producer)
         return False
 
     def absent(self, field: str, path: str | Path, what: str = "file", producer: str | None = None) -> None:

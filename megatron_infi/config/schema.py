@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.inputs import InputCheck
 from megatron_infi.config.sections import CheckpointConfig, LoggingConfig
 from megatron_infi.config.vision import VisionConfig, expand_vision_preset
 
@@ -195,20 +196,33 @@ class DataConfig:
             for i, entry in enumerate(self.blend)
         ]
 
-    def check_paths(self) -> None:
-        """The files the config names exist (cheap: no file is opened); `--dry-run` runs this."""
+    def check_inputs(self, check: InputCheck, prefix: str = "") -> None:
+        """The files the config names exist (cheap: no file is opened). A missing one raises, or in a
+        dry run is noted (an earlier recipe stage writes it); a half-present one always raises."""
         if self.mock:
             return
-        if not (Path(self.tokenizer) / "tokenizer.json").is_file():
-            raise ConfigError("tokenizer", f"{self.tokenizer} is not an HF tokenizer dir (no tokenizer.json)")
-        if self.dir is not None and not Path(self.dir).is_dir():
-            raise ConfigError("dir", f"directory not found: {self.dir}")
-        for name, prefix in self.prefixes():
-            if not Path(f"{prefix}.bin").is_file() or not Path(f"{prefix}.idx").is_file():
-                raise ConfigError(name, f"no indexed dataset at {prefix}.bin/.idx")
+        tokenizer_present = check.present(
+            f"{prefix}tokenizer", self.tokenizer, "tokenizer_dir", what="tokenizer dir"
+        )
+        if tokenizer_present and not (Path(self.tokenizer) / "tokenizer.json").is_file():
+            raise ConfigError(
+                f"{prefix}tokenizer", f"{self.tokenizer} is not an HF tokenizer dir (no tokenizer.json)"
+            )
+        dir_present = self.dir is None or check.present(
+            f"{prefix}dir", self.dir, "indexed_data", what="directory"
+        )
+        for (name, dataset), entry in zip(self.prefixes(), self.blend, strict=True):
+            if entry.prefix is None and not dir_present:
+                continue  # noted once, as the dir
+            files = [Path(f"{dataset}.bin"), Path(f"{dataset}.idx")]
+            if not any(f.exists() for f in files):
+                check.absent(f"{prefix}{name}", f"{dataset}.bin/.idx", "indexed dataset", "indexed_data")
+            elif not all(f.is_file() for f in files):
+                raise ConfigError(
+                    f"{prefix}{name}", f"no indexed dataset at {dataset}.bin/.idx (one is missing)"
+                )
         for i, path in enumerate(self.conversations):
-            if not Path(path).exists():
-                raise ConfigError(f"conversations[{i}]", f"not found: {path}")
+            check.present(f"{prefix}conversations[{i}]", path, "vl_data")
 
     def validate(self) -> None:
         if self.num_workers < 0:
@@ -300,9 +314,9 @@ class PretrainCheckpointConfig(CheckpointConfig):
         if self.load_iteration is not None and self.load_iteration < 0:
             raise ConfigError("load_iteration", f"must be >= 0, got {self.load_iteration}")
 
-    def check_paths(self) -> None:
-        if self.load is not None and not Path(self.load).is_dir():
-            raise ConfigError("load", f"checkpoint dir not found: {self.load}")
+    def check_inputs(self, check: InputCheck, prefix: str = "") -> None:
+        if self.load is not None:
+            check.present(f"{prefix}load", self.load, "checkpoint", what="checkpoint dir")
 
 
 @dataclass
@@ -438,13 +452,13 @@ class TrainConfig:
                 f"{self.data.seq_length} exceeds model.max_position_embeddings={m.max_position_embeddings}",
             )
 
-    def check_paths(self) -> None:
-        """Every input path the config names exists: the `--dry-run` preflight (no file is read)."""
-        for name, section in (("data", self.data), ("checkpoint", self.checkpoint)):
-            try:
-                section.check_paths()
-            except ConfigError as err:
-                raise err.under(name) from None
+    def check_inputs(self, dry_run: bool = False) -> InputCheck:
+        """Every input path the config names exists (no file is read): before any process group, and in
+        `--dry-run`, which notes the inputs an earlier stage will write instead of failing."""
+        check = InputCheck(dry_run)
+        self.data.check_inputs(check, "data.")
+        self.checkpoint.check_inputs(check, "checkpoint.")
+        return check
 
     def validate_world(self, world_size: int) -> int:
         """Check the layout against the launched world; returns the data-parallel size."""

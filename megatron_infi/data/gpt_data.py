@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from megatron_infi.config.core import ConfigError
+from megatron_infi.config.inputs import InputCheck
 from megatron_infi.config.schema import TrainConfig
 from megatron_infi.data.indexed import verify_indexed_dataset
 from megatron_infi.data.tokenizer import Tokenizer, TokenizerError, load_tokenizer
@@ -45,10 +46,7 @@ def preflight_data(cfg: TrainConfig) -> Tokenizer | MockTokenizer:
     paths, the tokenizer against the model and the data's manifest. File contents: `verify_data`."""
     if cfg.data.mock:
         return MockTokenizer(cfg.model.vocab_size)
-    try:
-        cfg.data.check_paths()
-    except ConfigError as err:
-        raise err.under("data") from None
+    cfg.data.check_inputs(InputCheck(), "data.")
     try:
         tokenizer = load_tokenizer(cfg.data.tokenizer)
         vocab = tokenizer.vocab_size

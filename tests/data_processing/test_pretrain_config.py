@@ -72,7 +72,34 @@ def test_missing_source_path_is_named(config_file, capsys):
     data["sources"][0]["path"] = "/no/such/corpus"
     config_file.write_text(yaml.safe_dump(data))
     assert pretrain.main(["--config", str(config_file)]) == 2
-    assert "sources[0].path: not found: /no/such/corpus" in capsys.readouterr().err
+    assert "sources[0].path: source not found: /no/such/corpus" in capsys.readouterr().err
+
+
+def test_dry_run_notes_inputs_an_earlier_stage_writes(config_file, capsys, monkeypatch):
+    """InfiR's anneal data reads the synthesized SFT data and the converted tokenizer: before those
+    stages ran, a dry run names them and what writes them, and exits 0; a launcher about to run the
+    stage (INFI_REQUIRE_INPUTS=1) and the real run stop at the first one."""
+    data = yaml.safe_load(config_file.read_text())
+    data["sources"][0] |= {"path": "runs/x/synthesized.parquet", "format": "parquet", "render": "chat"}
+    data["tokenize"]["tokenizer"] = "runs/x/tokenizer"
+    config_file.write_text(yaml.safe_dump(data))
+    assert pretrain.main(["--config", str(config_file), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "sources[0].path: runs/x/synthesized.parquet does not exist yet: will be produced by infi data sft-synthesize"
+        in err
+    )
+    assert (
+        "tokenize.tokenizer: runs/x/tokenizer does not exist yet: will be produced by infi convert from-hf"
+        in err
+    )
+    monkeypatch.setenv("INFI_REQUIRE_INPUTS", "1")
+    for extra in (["--dry-run"], []):
+        assert pretrain.main(["--config", str(config_file), *extra]) == 2
+        assert (
+            "config error: sources[0].path: source not found: runs/x/synthesized.parquet"
+            in capsys.readouterr().err
+        )
 
 
 def test_slurm_executor_chain_is_built_without_submitting(config_file, tmp_path):

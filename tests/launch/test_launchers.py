@@ -272,12 +272,30 @@ def test_sbatch_does_not_requeue_a_failed_step(fake_cluster, demo_pretrain):
     assert "not requeueing" in out
 
 
-def test_sft_sbatch_forwards_usr1_then_requeues(fake_cluster):
+@pytest.fixture(scope="module")
+def demo_sft(tmp_path_factory, llama3_tokenizer_dir) -> list[str]:
+    """Arguments of the demo SFT; its inputs exist (a model dir without weights: the dry run reads its
+    tokenizer and template only, and accelerate is faked)."""
+    root = tmp_path_factory.mktemp("sft_inputs")
+    model = shutil.copytree(llama3_tokenizer_dir, root / "model")
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    data = root / "sft.jsonl"
+    data.write_text(
+        '{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]}\n'
+    )
+    return [
+        "launch/configs/posttrain/demo_sft.yaml",
+        f"model={model}",
+        f"phases=[{{name: p, data: [{data}]}}]",
+    ]
+
+
+def test_sft_sbatch_forwards_usr1_then_requeues(fake_cluster, demo_sft):
     """TRL stages checkpoint on the forwarded USR1 too (posttrain/preemption.py): the signal reaches the
     rank under accelerate, which exits 0, then the job requeues itself."""
     env, fake = fake_cluster
     env = _slurm_job_env(env, "5151")
-    proc = _start_sbatch("sft", ["launch/configs/posttrain/demo_sft.yaml"], env)
+    proc = _start_sbatch("sft", demo_sft, env)
     _wait_for(fake / "worker.ready", proc)
     assert not (fake / "scontrol.log").exists() or "requeue" not in (fake / "scontrol.log").read_text()
     proc.send_signal(signal.SIGUSR1)
@@ -288,11 +306,19 @@ def test_sft_sbatch_forwards_usr1_then_requeues(fake_cluster):
     args = (fake / "accelerate.args").read_text().splitlines()
     assert args[:2] == ["launch", "--config_file"]
     assert args[args.index("--num_processes") + 1] == "1"
-    assert args[args.index("-m") + 1 :] == [
-        "megatron_infi.posttrain.sft",
-        "--config",
-        "launch/configs/posttrain/demo_sft.yaml",
-    ]
+    assert args[args.index("-m") + 1 :] == ["megatron_infi.posttrain.sft", "--config", *demo_sft]
+
+
+def test_sbatch_refuses_a_missing_input_before_the_step(fake_cluster):
+    """A dry run only notes inputs an earlier stage will write; the sbatch, about to run the stage,
+    requires them (INFI_REQUIRE_INPUTS) and stops before srun, naming the field."""
+    env, fake = fake_cluster
+    env = _slurm_job_env(env, "6001")
+    proc = _start_sbatch("sft", ["launch/configs/posttrain/demo_sft.yaml", "model=/nonexistent/model"], env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert "config error: model: HF model dir not found: /nonexistent/model" in out
+    assert not (fake / "srun.log").exists() and not (fake / "accelerate.args").exists()
 
 
 def test_sbatch_bad_config_fails_before_the_step(fake_cluster):

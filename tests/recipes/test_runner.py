@@ -78,3 +78,22 @@ def test_failing_stage_stops_the_recipe_naming_its_log(tmp_path, capsys):
     assert f"stage broken failed (exit 2); log: {log}" in err
     assert "missing.yaml" in log.read_text()
     assert not (log.parent / "never.log").exists()
+
+
+def test_check_runs_every_stage_dry_run_and_names_a_rejected_config(tmp_path, capsys):
+    """--check: each config stage's own --dry-run, in a workdir where nothing was produced yet. Inputs
+    that earlier stages write are notes, not failures; a bad value stops the recipe with exit 2,
+    naming the stage, after every stage was checked."""
+    path = RECIPES / "infialign.yaml"
+    assert main([str(path), "--check", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for stage in load_recipe(path).stages:
+        assert f"# {stage.name}: config ok" in out
+    assert "model: runs/infialign/sft/advanced/model does not exist yet: will be produced by infi sft" in out
+
+    bad = ["--set", "sft:max_length=1", "--workdir", str(tmp_path)]
+    assert main([str(path), "--check", *bad]) == 2
+    captured = capsys.readouterr()
+    assert "# sft: REJECTED: infi sft: config error: max_length: must be >= 16, got 1" in captured.out
+    assert "# eval: config ok" in captured.out  # the stages after it were still checked
+    assert "stages: sft: config rejected" in captured.err

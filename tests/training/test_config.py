@@ -189,12 +189,19 @@ def test_cli_dry_run_and_error_exit(tmp_path, boolq_corpus):
     ],
 )
 def test_dry_run_checks_input_paths(tmp_path, boolq_corpus, override, field):
-    """launch/torchrun/run.sh uses --dry-run as its preflight: a missing input must fail it."""
-    extra = [f"data.dir={tmp_path}"] if "domain" in override else []
-    bad = _train_cli(tmp_path, boolq_corpus, ["--dry-run", override.format(tmp=tmp_path), *extra])
-    assert bad.returncode == 2, bad.stdout
-    assert bad.stderr.strip().splitlines()[-1].startswith(f"infi train: config error: {field}:"), bad.stderr
-    assert bad.stdout == ""  # nothing printed as if the config were fine
+    """A dry run notes an input an earlier stage will write; launch/torchrun/run.sh, about to start
+    the stage, sets INFI_REQUIRE_INPUTS=1 and its dry run fails on it, as the real run does."""
+    args = [override.format(tmp=tmp_path), *([f"data.dir={tmp_path}"] if "domain" in override else [])]
+    planned = _train_cli(tmp_path, boolq_corpus, ["--dry-run", *args])
+    assert planned.returncode == 0, planned.stderr
+    assert f"train: note: {field}: " in planned.stderr and "does not exist yet" in planned.stderr
+    for argv, env in ((["--dry-run", *args], {"INFI_REQUIRE_INPUTS": "1"}), (args, {})):
+        bad = _train_cli(tmp_path, boolq_corpus, argv, env)
+        assert bad.returncode == 2, bad.stdout
+        assert bad.stderr.strip().splitlines()[-1].startswith(f"infi train: config error: {field}:"), (
+            bad.stderr
+        )
+        assert bad.stdout == ""  # nothing printed as if the config were fine
 
 
 def test_layout_refused_from_world_size_before_process_group(tmp_path, boolq_corpus, monkeypatch):
