@@ -58,9 +58,17 @@ def init_model_parallel(tensor: int, pipeline: int, virtual_pipeline: int = 1, s
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-    rank, world, local_rank = init_process_group()
     if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
+        # A second setup in one process (in-process trainers in tests, notebooks): megatron-core's
+        # destroy_model_parallel only forgets its ~20 groups, and each gloo group keeps threads
+        # that poll for the life of the process (a test session reached 450 groups burning more
+        # than a core). The one-process world we formed ourselves starts again from no groups;
+        # torchrun's world cannot be formed twice (its store keeps the first rendezvous).
+        if "RANK" in os.environ:
+            parallel_state.destroy_model_parallel()
+        else:
+            shutdown()
+    rank, world, local_rank = init_process_group()
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=tensor,
         pipeline_model_parallel_size=pipeline,
