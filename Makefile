@@ -13,7 +13,7 @@ PYTHON312 ?= $(shell for c in python3.12 $$(pyenv root 2>/dev/null)/versions/3.1
 	  "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$c"; break; }; \
 	done)
 
-.PHONY: setup test test-all test-recipes demo demo-real lint format clean-demo lock
+.PHONY: setup test test-long test-all test-recipes demo demo-real lint format clean-demo lock
 
 # The code sandbox needs bubblewrap (a system package): say so, without failing setup for users who
 # cannot install it (the sandbox refuses at use time).
@@ -31,8 +31,13 @@ $(WHEELS): wheels.txt $(STAMP)
 	$(PY) -m pip download --quiet --no-deps -r wheels.txt -d $(VENV)/wheels
 	@touch $(WHEELS)
 
+# CI's lane (under ~45 min on 2 cores): everything but GPU-only tests and the `long` ones.
 test: setup
-	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not gpu and not long" $(PYTEST_ARGS) tests
+
+# The checks over ~5 min each on 2 CPU cores (real-model CPT with resume, the bf16 recipe vs fp32).
+test-long: setup
+	$(PY) -m pytest -q -m long $(PYTEST_ARGS) tests
 
 # The paper recipes' shipped configs chained at toy scale (tests/recipes/; also part of `make test`).
 test-recipes: setup

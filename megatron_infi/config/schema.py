@@ -141,11 +141,16 @@ class ParallelConfig:
     distributed_optimizer: bool = False
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
+    # Parameters per DDP communication bucket when overlapping; null: megatron-core's default,
+    # max(40M, 1M x data-parallel size).
+    ddp_bucket_size: int | None = None
 
     def validate(self) -> None:
         for name in ("tensor", "pipeline", "virtual_pipeline"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be >= 1")
+        if self.ddp_bucket_size is not None and self.ddp_bucket_size < 1:
+            raise ConfigError("ddp_bucket_size", f"must be >= 1 or null, got {self.ddp_bucket_size}")
         if self.overlap_param_gather and not self.distributed_optimizer:
             raise ConfigError("overlap_param_gather", "needs parallel.distributed_optimizer=true")
 

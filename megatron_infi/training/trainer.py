@@ -143,6 +143,7 @@ class Trainer:
             overlap_grad_reduce=cfg.parallel.overlap_grad_reduce,
             overlap_param_gather=cfg.parallel.overlap_param_gather,
             use_distributed_optimizer=cfg.parallel.distributed_optimizer,
+            bucket_size=cfg.parallel.ddp_bucket_size,
             check_for_nan_in_grad=True,
         )
         self.model = [

@@ -14,6 +14,7 @@ import pytest
 
 from megatron_infi.checkpoints_tools import from_hf, to_hf
 from tests.checkpoints_tools.tiny_hf import ARCHS, assert_bit_identical, write_tiny_hf
+from tests.processes import run_tree
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.dist
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.dist
 def torchrun(nproc: int, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = run_tree(cmd, cwd=REPO, env=env, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.launch.conftest import REPO
+from tests.processes import run_tree
 
 RUN_SH = REPO / "launch" / "torchrun" / "run.sh"
 SHELL_FILES = sorted(
@@ -39,7 +40,7 @@ STAGE_SBATCH = ["pretrain", "anneal", "convert", "sft", "dpo_pairs", "dpo", "eva
 
 
 def run(cmd, env, timeout=60):
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return run_tree(cmd, env=env, cwd=REPO, timeout=timeout)
 
 
 def torchrun_args(fake: Path) -> list[str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from tests.processes import run_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def base_config(run_dir: Path, tokenizer: Path, prefix: Path, **sections) -> dic
 def run_train(cfg: dict, nproc: int = 1, overrides: list[str] = (), timeout: int = 600, check: bool = True):
     """Launch `torchrun -m megatron_infi.train`; returns the CompletedProcess."""
     cmd, env = train_command(cfg, nproc, overrides)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = run_tree(cmd, cwd=REPO, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"

@@ -63,6 +63,7 @@ def test_head_dim_follows_the_heads_unless_the_architecture_fixes_it():
         (["schedule.decay_iters=0"], "schedule.decay_iters", ">= 1"),
         (["optimizer.adam_beta2=1.0"], "optimizer.adam_beta2", "[0, 1)"),
         (["data.num_workers=-1"], "data.num_workers", ">= 0"),
+        (["parallel.ddp_bucket_size=0"], "parallel.ddp_bucket_size", ">= 1"),
         (["data.verify=maybe"], "data.verify", "one of"),
         # NaN passes every comparison a validate() makes; the coercion refuses non-finite floats.
         (["optimizer.lr=.nan"], "optimizer.lr", "finite"),

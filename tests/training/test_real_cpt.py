@@ -64,6 +64,7 @@ def test_step0_loss_equals_the_hf_models(smollm2, tmp_path, name, nproc, paralle
     assert report["step0_loss_hf"] < math.log(49152) / 2
 
 
+@pytest.mark.long  # three 135M-parameter runs: ~15 min on 2 CPU cores
 def test_cpt_lowers_held_out_domain_loss_and_resumes_without_a_jump(smollm2, tmp_path):
     hf, ckpt, prefix = smollm2
     parallel = {"pipeline": 2}
