@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from baseline_tree import ROOT, checked_out
+
 RUN = (
     "import sys, megatron_infi\n"
     "assert megatron_infi.__file__.startswith(sys.argv[1]), megatron_infi.__file__\n"
@@ -70,19 +71,10 @@ def main() -> None:
                 }
             )
         )
-        baseline = tmp / "baseline"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(baseline), args.baseline],
-            check=True,
-        )
-        try:
+        with checked_out(args.baseline, tmp / "baseline") as baseline:
             for name, tree in ((f"baseline {args.baseline}", baseline), ("this tree", ROOT)):
                 times = [time_refusal(tree, config) for _ in range(args.repeats)]
                 print(f"{name}: " + ", ".join(f"{t:.2f}" for t in times) + " s wall")
-        finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=True
-            )
 
 
 if __name__ == "__main__":

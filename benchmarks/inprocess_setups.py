@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from baseline_tree import ROOT, checked_out
+
 RUN = """
 import json, os, sys, time
 import megatron_infi
@@ -55,22 +56,12 @@ def main() -> None:
     parser.add_argument("--setups", type=int, default=22)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idling measured")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        baseline = Path(tmp) / "baseline"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(baseline), args.baseline],
-            check=True,
-        )
-        try:
-            print(f"| tree | setups | threads after | CPU cores busy while idle ({args.idle:g} s) |")
-            print("|---|---|---|---|")
-            for name, tree in ((f"baseline {args.baseline}", baseline), ("this tree", ROOT)):
-                got = measure(tree, args.setups, args.idle)
-                print(f"| {name} | {args.setups} | {got['threads']} | {got['idle_cores']:.2f} |")
-        finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=True
-            )
+    with tempfile.TemporaryDirectory() as tmp, checked_out(args.baseline, Path(tmp) / "baseline") as baseline:
+        print(f"| tree | setups | threads after | CPU cores busy while idle ({args.idle:g} s) |")
+        print("|---|---|---|---|")
+        for name, tree in ((f"baseline {args.baseline}", baseline), ("this tree", ROOT)):
+            got = measure(tree, args.setups, args.idle)
+            print(f"| {name} | {args.setups} | {got['threads']} | {got['idle_cores']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ class WorldInfo:
         return self.rank == 0
 
 
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ
+
+
 def init_process_group(timeout_minutes: int = 30) -> tuple[int, int, int]:
     """Join torchrun's group, or form a one-process group when launched without torchrun."""
     patches.require_applied()
@@ -46,7 +50,7 @@ def init_process_group(timeout_minutes: int = 30) -> tuple[int, int, int]:
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         timeout = datetime.timedelta(minutes=timeout_minutes)
-        if "RANK" in os.environ:
+        if launched_by_torchrun():
             dist.init_process_group(backend(), timeout=timeout)
         else:
             # One process without torchrun: an in-memory store, no port to find or race for.
@@ -64,7 +68,7 @@ def init_model_parallel(tensor: int, pipeline: int, virtual_pipeline: int = 1, s
         # that poll for the life of the process (a test session reached 450 groups burning more
         # than a core). The one-process world we formed ourselves starts again from no groups;
         # torchrun's world cannot be formed twice (its store keeps the first rendezvous).
-        if "RANK" in os.environ:
+        if launched_by_torchrun():
             parallel_state.destroy_model_parallel()
         else:
             shutdown()

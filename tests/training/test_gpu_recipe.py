@@ -15,12 +15,12 @@ from megatron_infi.config.core import load_yaml
 from tests.training.launch import REPO, base_config, losses, run_train, setup_in_process
 
 DEMO_PRETRAIN = REPO / "launch" / "configs" / "demo" / "pretrain.yaml"
-OVERLAPS = [
+OVERLAP = [
     "parallel.distributed_optimizer=true",
     "parallel.overlap_grad_reduce=true",
     "parallel.overlap_param_gather=true",
 ]
-OVERLAP = [*OVERLAPS, "train.precision=bf16"]
+BF16_OVERLAP = [*OVERLAP, "train.precision=bf16"]
 
 
 @pytest.mark.dist
@@ -41,7 +41,7 @@ def test_overlapped_param_gather_with_an_untied_output_layer_in_its_own_bucket(t
         "model.hidden_size=64",
         "model.ffn_hidden_size=128",
         "model.num_layers=2",
-        *OVERLAPS,  # fp32: the gather is the same, and CPUs without bf16 GEMMs take minutes in bf16
+        *OVERLAP,  # fp32: the gather is the same, and CPUs without bf16 GEMMs take minutes in bf16
         "parallel.ddp_bucket_size=4000000",
         "train.train_iters=3",
         "train.micro_batch_size=4",  # 2 data-parallel ranks x 4 = the demo's global batch of 8
@@ -138,7 +138,7 @@ def test_bf16_recipe_with_overlaps_tracks_fp32(fp32_reference, boolq_corpus, nam
     root, expected = fp32_reference
     init = {"load": str(root / "init" / "checkpoints")}
     cfg = _recipe_config(root, name, boolq_corpus, train={"train_iters": STEPS}, checkpoint=init)
-    run_train(cfg, nproc=2, overrides=[*parallel, *OVERLAP])
+    run_train(cfg, nproc=2, overrides=[*parallel, *BF16_OVERLAP])
     got = _metrics(root / name)
     assert sorted(got) == sorted(expected) == list(range(1, STEPS + 1))
     assert expected[STEPS]["loss"] < expected[1]["loss"] - 0.1, "the reference did not learn"
